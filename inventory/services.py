@@ -1,0 +1,66 @@
+"""Writes of the inventory service: stock is only ever moved by conditional UPDATEs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inventory.models import Product, Reservation
+from shop.errors import OutOfStock
+from shop.routers import service_alias
+
+Lines = Iterable[tuple[str, int]]
+
+
+def _sorted_lines(lines: Lines) -> list[dict]:
+    # Locking product rows in SKU order is what keeps concurrent orders free of deadlocks.
+    return [{"sku": sku, "quantity": quantity} for sku, quantity in sorted(lines)]
+
+
+def stock_reserve(*, order_id: int, key: str, lines: Lines) -> Reservation:
+    """Hold `lines` for `order_id`. Raises OutOfStock and changes nothing if any line cannot be met.
+
+    Idempotent by `key`: a repeat returns the existing reservation.
+    """
+    existing = Reservation.objects.filter(key=key).first()
+    if existing is not None:
+        return existing
+    sorted_lines = _sorted_lines(lines)
+    with transaction.atomic(using=service_alias("inventory"), savepoint=False):
+        for line in sorted_lines:
+            updated = Product.objects.filter(sku=line["sku"], on_hand__gte=line["quantity"]).update(
+                on_hand=F("on_hand") - line["quantity"]
+            )
+            if not updated:
+                raise OutOfStock(f"Not enough stock of {line['sku']}.", sku=line["sku"])
+        return Reservation.objects.create(order_id=order_id, key=key, lines=sorted_lines)
+
+
+def stock_release(*, key: str) -> Reservation | None:
+    """Give back what reservation `key` holds. Idempotent: releasing twice, or a reservation that was
+    never made, changes nothing."""
+    with transaction.atomic(using=service_alias("inventory"), savepoint=False):
+        reservation = Reservation.objects.select_for_update().filter(key=key).first()
+        if reservation is None or reservation.status == Reservation.Status.RELEASED:
+            return reservation
+        for line in reservation.lines:  # stored sorted by SKU
+            Product.objects.filter(sku=line["sku"]).update(on_hand=F("on_hand") + line["quantity"])
+        reservation.status = Reservation.Status.RELEASED
+        reservation.released_at = timezone.now()
+        reservation.save(update_fields=["status", "released_at"])
+        return reservation
+
+
+def product_upsert(*, sku: str, name: str, price_cents: int, stock: int) -> Product:
+    """Create or reset a product to `stock` units on hand (used by the demo seed)."""
+    product, _ = Product.objects.update_or_create(
+        sku=sku, defaults={"name": name, "price_cents": price_cents, "on_hand": stock, "received": stock}
+    )
+    return product
+
+
+def inventory_reset() -> None:
+    Reservation.objects.all().delete()

@@ -1,0 +1,55 @@
+from django.contrib import admin
+from django.utils.html import format_html
+
+from inventory.selectors import reservation_for_order
+from orders.models import Order, OrderLine
+from payments.selectors import payment_for_order
+from shipping.selectors import shipment_for_order
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    extra = 0
+    can_delete = False
+    readonly_fields = ["sku", "quantity", "unit_price_cents"]
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+def _describe(obj: object | None, *fields: str) -> str:
+    if obj is None:
+        return "-"
+    return format_html(
+        "<br>".join("{}: {}".format(name.replace("_", " "), "{}") for name in fields),
+        *(getattr(obj, name) for name in fields),
+    )
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["id", "customer_id", "status", "failure_reason", "total_cents", "flow", "created_at",
+                    "finalized_at"]
+    list_filter = ["status", "failure_reason", "flow"]
+    search_fields = ["=id", "=customer_id"]
+    date_hierarchy = "created_at"
+    inlines = [OrderLineInline]
+    readonly_fields = [
+        "customer_id", "status", "failure_reason", "failure_detail", "total_cents", "payment_token",
+        "shipping_address", "flow", "created_at", "updated_at", "finalized_at",
+        "reservation", "payment", "shipment",
+    ]
+
+    @admin.display(description="Inventory reservation")
+    def reservation(self, order: Order) -> str:
+        return _describe(reservation_for_order(order_id=order.pk), "status", "lines", "created_at")
+
+    @admin.display(description="Payment")
+    def payment(self, order: Order) -> str:
+        return _describe(payment_for_order(order_id=order.pk), "status", "amount_cents", "gateway_reference",
+                         "created_at")
+
+    @admin.display(description="Shipment")
+    def shipment(self, order: Order) -> str:
+        return _describe(shipment_for_order(order_id=order.pk), "status", "tracking_number", "country",
+                         "created_at")

@@ -1,0 +1,20 @@
+"""The order flow, coordinated as settings.ORDER_FLOW says. This is the one place that branches on it.
+
+Every flow runs the same services in the same order (create, reserve, charge, ship, confirm); only the
+coordination differs. A flow returns the order: final (CONFIRMED) when it ran synchronously, PENDING when
+it continues in the background. Business failures of a synchronous flow are raised as shop.errors types.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from django.conf import settings
+
+from orders.models import Order
+from orders.services import PlaceOrder
+
+
+def place_order(command: PlaceOrder) -> Order:
+    flow = import_module(f"orders.flows.{settings.ORDER_FLOW}")
+    return flow.place_order(command)

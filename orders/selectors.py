@@ -1,0 +1,24 @@
+"""Reads of the orders service."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from orders.models import Order
+
+
+def order_list_for_customer(*, customer_id: int) -> QuerySet[Order]:
+    return Order.objects.filter(customer_id=customer_id).prefetch_related("lines").order_by("-id")
+
+
+def order_get_for_customer(*, order_id: int, customer_id: int) -> Order | None:
+    """The order, if it belongs to `customer_id`: another customer's order is indistinguishable from none."""
+    return Order.objects.filter(pk=order_id, customer_id=customer_id).prefetch_related("lines").first()
+
+
+def order_get(*, order_id: int) -> Order | None:
+    return Order.objects.filter(pk=order_id).prefetch_related("lines").first()
+
+
+def orders_for_audit() -> QuerySet[Order]:
+    return Order.objects.only("id", "customer_id", "status", "total_cents").prefetch_related("lines")

@@ -1,0 +1,122 @@
+"""The consistency audit of DESIGN.md section 8, read straight from every service's database.
+
+Each check returns one line: the invariant, whether it holds, and what it counted or the first
+violations it found. `manage.py audit` prints them and fails if any does not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.contrib.auth import get_user_model
+
+from inventory.selectors import reservations_held, stock_totals
+from orders.models import Order
+from orders.selectors import orders_for_audit
+from payments.models import Payment
+from payments.selectors import money_totals, payments_by_order
+from shipping.models import Shipment
+from shipping.selectors import shipments_by_order
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Check:
+    name: str
+    summary: str = ""
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.name:<14} OK    {self.summary}"
+        shown = "; ".join(self.violations[:MAX_EXAMPLES])
+        more = f" (+{len(self.violations) - MAX_EXAMPLES} more)" if len(self.violations) > MAX_EXAMPLES else ""
+        return f"{self.name:<14} FAIL  {len(self.violations)} violation(s): {shown}{more}"
+
+
+def _orders() -> dict[int, Order]:
+    return {order.pk: order for order in orders_for_audit()}
+
+
+def check_money(orders: dict[int, Order]) -> Check:
+    check = Check("I1 money")
+    payments = payments_by_order()
+    for order_id, order in orders.items():
+        payment = payments.get(order_id)
+        if order.status == Order.Status.CONFIRMED:
+            if payment is None or payment[0] != Payment.Status.CHARGED:
+                check.violations.append(f"confirmed order {order_id} is not charged")
+            elif payment[1] != order.total_cents:
+                check.violations.append(f"order {order_id} charged {payment[1]}, total is {order.total_cents}")
+        elif order.status == Order.Status.FAILED and payment and payment[0] == Payment.Status.CHARGED:
+            check.violations.append(f"failed order {order_id} is still charged {payment[1]}")
+    for order_id in payments.keys() - orders.keys():
+        if payments[order_id][0] == Payment.Status.CHARGED:
+            check.violations.append(f"payment for unknown order {order_id} is charged")
+    totals = money_totals()
+    if totals["balance"] + totals["charged"] != totals["deposited"]:
+        check.violations.append(
+            f"wallets {totals['balance']} + net charges {totals['charged']} != money put in {totals['deposited']}"
+        )
+    check.summary = (f"{len(payments)} payments; wallets {totals['balance']} + net charges {totals['charged']}"
+                     f" = put in {totals['deposited']}")
+    return check
+
+
+def check_stock(orders: dict[int, Order]) -> Check:
+    check = Check("I2 stock")
+    totals = stock_totals()
+    for sku, t in sorted(totals.items()):
+        if t["on_hand"] < 0:
+            check.violations.append(f"{sku} on hand is {t['on_hand']}")
+        if t["received"] != t["on_hand"] + t["held"]:
+            check.violations.append(f"{sku}: received {t['received']} != on hand {t['on_hand']} + held {t['held']}")
+    held = reservations_held()
+    shipments = shipments_by_order()
+    for order_id, order in orders.items():
+        lines = sorted((line.sku, line.quantity) for line in order.lines.all())
+        reservation = held.get(order_id)
+        if order.status == Order.Status.CONFIRMED:
+            if reservation is None or sorted((x["sku"], x["quantity"]) for x in reservation) != lines:
+                check.violations.append(f"confirmed order {order_id} does not hold exactly its lines")
+            if shipments.get(order_id) != Shipment.Status.SCHEDULED:
+                check.violations.append(f"confirmed order {order_id} has no scheduled shipment")
+        elif order.status == Order.Status.FAILED:
+            if reservation is not None:
+                check.violations.append(f"failed order {order_id} still holds stock")
+            if shipments.get(order_id) == Shipment.Status.SCHEDULED:
+                check.violations.append(f"failed order {order_id} still has a scheduled shipment")
+    for order_id in held.keys() - orders.keys():
+        check.violations.append(f"reservation for unknown order {order_id} holds stock")
+    on_hand = sum(t["on_hand"] for t in totals.values())
+    held_units = sum(t["held"] for t in totals.values())
+    check.summary = f"{len(totals)} SKUs; on hand {on_hand} + held {held_units} = received {on_hand + held_units}"
+    return check
+
+
+def check_access(orders: dict[int, Order]) -> Check:
+    check = Check("I6 access")
+    user_ids = set(get_user_model().objects.values_list("pk", flat=True))
+    payments = payments_by_order()
+    for order_id, order in orders.items():
+        if order.customer_id not in user_ids:
+            check.violations.append(f"order {order_id} belongs to unknown customer {order.customer_id}")
+        payment = payments.get(order_id)
+        if payment is not None and payment[2] != order.customer_id:
+            check.violations.append(f"order {order_id} of customer {order.customer_id} paid by {payment[2]}")
+    check.summary = f"{len(orders)} orders, each owned by an existing customer and paid from their wallet"
+    return check
+
+
+CHECKS: list[Callable[[dict[int, Order]], Check]] = [check_money, check_stock, check_access]
+
+
+def run_audit() -> list[Check]:
+    orders = _orders()
+    return [check(orders) for check in CHECKS]

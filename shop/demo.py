@@ -1,0 +1,72 @@
+"""The demo data of the API contract (DESIGN.md section 9): customers, funded wallets, a catalogue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from inventory.models import Product
+from inventory.services import inventory_reset, product_upsert
+from orders.services import orders_reset
+from payments.models import Wallet
+from payments.services import payments_reset, wallet_set
+from shipping.services import shipping_reset
+
+# Apps that keep per-order state register their reset here (the saga engine, idempotency keys, ...).
+RESETS = [orders_reset, inventory_reset, payments_reset, shipping_reset]
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    customers: int = 5
+    products: int = 20
+    stock: int = 100
+    balance_cents: int = 1_000_000
+    password: str = "password"
+
+
+def customer_username(n: int) -> str:
+    return f"customer{n}"
+
+
+def product_sku(n: int) -> str:
+    return f"SKU-{n:04d}"
+
+
+def product_price_cents(n: int) -> int:
+    # A spread of prices from 5.00 to 54.00, stable for a given SKU.
+    return 500 + (n * 37 % 50) * 100
+
+
+def seed(spec: DemoSpec) -> None:
+    """Reset the demo data to exactly `spec`: running it twice gives the same state."""
+    for reset in RESETS:
+        reset()
+    User = get_user_model()
+    usernames = [customer_username(n) for n in range(1, spec.customers + 1)]
+    User.objects.filter(username__regex=r"^customer[0-9]+$").exclude(username__in=usernames).delete()
+    customer_ids = []
+    for username in usernames:
+        user, _ = User.objects.get_or_create(username=username)
+        user.set_password(spec.password)
+        user.save(update_fields=["password"])
+        Token.objects.get_or_create(user=user)
+        wallet_set(customer_id=user.pk, balance_cents=spec.balance_cents)
+        customer_ids.append(user.pk)
+    Wallet.objects.exclude(customer_id__in=customer_ids).delete()
+    skus = [product_sku(n) for n in range(1, spec.products + 1)]
+    for n, sku in enumerate(skus, start=1):
+        product_upsert(sku=sku, name=f"Demo product {n}", price_cents=product_price_cents(n), stock=spec.stock)
+    Product.objects.exclude(sku__in=skus).delete()
+
+
+def ensure_admin(*, username: str, password: str) -> str:
+    """Create (or reset the password of) a superuser; return its API token."""
+    User = get_user_model()
+    user, _ = User.objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
+    user.is_staff = user.is_superuser = True
+    user.set_password(password)
+    user.save()
+    return Token.objects.get_or_create(user=user)[0].key

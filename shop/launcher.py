@@ -1,0 +1,191 @@
+"""The front door: run the shop, the tests, or any command, with its databases ready.
+
+    python -m shop.launcher run            # services, migrate, first-time seed, web (+ saga processes)
+    python -m shop.launcher test [ARGS]    # pytest with the services up
+    python -m shop.launcher exec -- CMD    # any command with DATABASE_URL / REDIS_URL set
+
+With DATABASE_URL and REDIS_URL unset, the embedded PostgreSQL and Redis (shop.embedded) are started and
+stopped again at the end; with them set, those servers are used and left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from shop import embedded
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def _say(message: str) -> None:
+    print(f"[shop] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def services() -> Iterator[None]:
+    """DATABASE_URL and REDIS_URL point at live servers inside this block."""
+    started: list = []
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            already = embedded.running_database_url() is not None
+            os.environ["DATABASE_URL"] = embedded.start_postgres()
+            if not already:
+                started.append(embedded.stop_postgres)
+            _say(f"embedded PostgreSQL at {embedded.data_dir() / 'postgres'}")
+        if not os.environ.get("REDIS_URL"):
+            already = embedded.running_redis_url() is not None
+            os.environ["REDIS_URL"] = embedded.start_redis()
+            if not already:
+                started.append(embedded.stop_redis)
+            _say(f"embedded Redis at {os.environ['REDIS_URL']}")
+        yield
+    finally:
+        for stop in reversed(started):
+            stop()
+
+
+def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=REPO_ROOT, check=check)
+
+
+def _django_setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    import django
+
+    django.setup()
+
+
+def _first_time_seed() -> None:
+    from django.contrib.auth import get_user_model
+
+    if get_user_model().objects.filter(username="customer1").exists():
+        _say("reusing the existing data (run `manage.py seed` to reset it)")
+        return
+    manage("seed")
+
+
+def process_commands(host: str, port: int) -> dict[str, list[str]]:
+    """The long-running processes of the current ORDER_FLOW, by name."""
+    from django.conf import settings
+
+    commands = {
+        "web": [PYTHON, "-m", "gunicorn", "shop.wsgi:application", "--bind", f"{host}:{port}",
+                "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--access-logfile", "-",
+                "--graceful-timeout", "5"],
+    }
+    if settings.ORDER_FLOW == "saga":
+        from sagas.processes import saga_process_commands
+
+        commands.update(saga_process_commands(PYTHON))
+    return commands
+
+
+def supervise(commands: dict[str, list[str]]) -> int:
+    """Start every command, stop them all on Ctrl-C / SIGTERM or when one exits."""
+    children = {name: subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True)
+                for name, cmd in commands.items()}
+    stopping = False
+
+    def _stop(signum, frame):  # type: ignore[no-untyped-def]
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    exit_code = 0
+    try:
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    _say(f"{name} exited with {child.returncode}; stopping the rest")
+                    exit_code = child.returncode or 1
+                    stopping = True
+                    break
+            time.sleep(0.2)
+    finally:
+        _say("stopping " + ", ".join(children))
+        for child in children.values():
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+    return exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with services():
+        manage("migrate", "--noinput", "-v", "0")
+        _django_setup()
+        from django.conf import settings
+
+        _first_time_seed()
+        from shop.demo import ensure_admin
+
+        token = ensure_admin(username="admin", password=args.admin_password)
+        base = f"http://{args.host}:{args.port}"
+        print(
+            f"\n  Shop running ({settings.ORDER_FLOW} flow) on {base}\n"
+            f"  Admin:    {base}/admin/   login admin / {args.admin_password}\n"
+            f"  API docs: {base}/api/docs/\n"
+            f"  API token (admin): {token}\n"
+            f"  Customers: customer1..customerN / password\n"
+            f"  Try: curl -H 'Authorization: Token {token}' {base}/api/v1/products\n"
+            f"  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        return supervise(process_commands(args.host, args.port))
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    with services():
+        return subprocess.run([PYTHON, "-m", "pytest", *args.rest], cwd=REPO_ROOT).returncode
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if not rest:
+        raise SystemExit("exec needs a command, e.g. `exec -- python manage.py audit`")
+    with services():
+        return subprocess.run(rest, cwd=REPO_ROOT).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shop.launcher", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the shop until Ctrl-C")
+    run.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    run.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", "admin"))
+    run.set_defaults(func=cmd_run)
+    test = sub.add_parser("test", help="run pytest with the services up")
+    test.add_argument("rest", nargs=argparse.REMAINDER)
+    test.set_defaults(func=cmd_test)
+    exe = sub.add_parser("exec", help="run a command with the services up")
+    exe.add_argument("rest", nargs=argparse.REMAINDER)
+    exe.set_defaults(func=cmd_exec)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["test"], ["exec"]):
+        # Everything after the sub-command belongs to pytest or the command, flags included.
+        return {"test": cmd_test, "exec": cmd_exec}[argv[0]](argparse.Namespace(rest=argv[1:]))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Settings, split by concern. Every value that comes from the environment is read in `shop.env`."""
+
+from .base import *  # noqa: F403
+from .celery import *  # noqa: F403
+from .databases import *  # noqa: F403
+from .orderflow import *  # noqa: F403

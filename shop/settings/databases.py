@@ -1,0 +1,22 @@
+import dj_database_url
+
+from shop import env
+
+_CONN_MAX_AGE = env.get_int("DB_CONN_MAX_AGE", 60, minimum=0)
+
+
+def _database(url: str) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=_CONN_MAX_AGE, conn_health_checks=True)
+    config["ENGINE"] = "django.db.backends.postgresql"
+    return config
+
+
+DATABASES = {"default": _database(env.database_url())}
+# A service gets its own alias only when its own database is configured; the router decides when to use it.
+for _service, _url in env.service_database_urls().items():
+    DATABASES[_service] = _database(_url)
+
+DATABASE_ROUTERS = ["shop.routers.ServiceRouter"]
+
+# Bounded retries around the outermost atomic block on deadlock or serialization failure.
+DB_CONFLICT_RETRIES = env.get_int("DB_CONFLICT_RETRIES", 5, minimum=0, maximum=50)
