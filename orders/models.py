@@ -22,6 +22,9 @@ class Order(models.Model):
     payment_token = models.CharField(max_length=64)
     shipping_address = models.JSONField()
     flow = models.CharField(max_length=20, help_text="The ORDER_FLOW that placed this order.")
+    # The client's Idempotency-Key, written in the same transaction as the order: whatever crashes between
+    # the order and the key's stored response, a retry finds this order instead of placing a second one.
+    request_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 (NULL: no key, not unique)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     finalized_at = models.DateTimeField(null=True, blank=True, help_text="When it became CONFIRMED or FAILED.")
@@ -34,6 +37,8 @@ class Order(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(total_cents__gte=0), name="order_total_non_negative"),
+            models.UniqueConstraint(fields=["customer_id", "request_key"], name="order_unique_request_key",
+                                    condition=models.Q(request_key__isnull=False)),
         ]
 
     def __str__(self) -> str:

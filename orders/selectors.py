@@ -22,3 +22,7 @@ def order_get(*, order_id: int) -> Order | None:
 
 def orders_for_audit() -> QuerySet[Order]:
     return Order.objects.only("id", "customer_id", "status", "total_cents").prefetch_related("lines")
+
+
+def order_get_by_request_key(*, customer_id: int, request_key: str) -> Order | None:
+    return Order.objects.filter(customer_id=customer_id, request_key=request_key).prefetch_related("lines").first()

@@ -21,6 +21,8 @@ class PlaceOrder:
     lines: Sequence[tuple[str, int]]
     payment_token: str
     shipping_address: Mapping[str, str] = field(default_factory=dict)
+    # The Idempotency-Key the order was asked with, if any; unique per customer.
+    request_key: str | None = None
 
 
 class InvalidTransition(Exception):
@@ -47,6 +49,7 @@ def order_create(*, command: PlaceOrder, flow: str) -> Order:
             payment_token=command.payment_token,
             shipping_address=dict(command.shipping_address),
             flow=flow,
+            request_key=command.request_key,
         )
         for line in lines:
             line.order = order
