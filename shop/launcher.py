@@ -73,19 +73,20 @@ def _first_time_seed() -> None:
     manage("seed")
 
 
-def process_commands(host: str, port: int) -> dict[str, list[str]]:
-    """The long-running processes of the current ORDER_FLOW, by name."""
-    from django.conf import settings
+def process_commands(host: str, port: int, *, flow: str, per_service_workers: bool = False) -> dict[str, list[str]]:
+    """The long-running processes of order flow `flow`, by name.
 
+    The flow is an argument rather than read from settings so a driver (loadtests.compare) can build the
+    commands for each mode in turn without setting Django up in its own process."""
     commands = {
         "web": [PYTHON, "-m", "gunicorn", "shop.wsgi:application", "--bind", f"{host}:{port}",
                 "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--access-logfile", "-",
                 "--graceful-timeout", "5"],
     }
-    if settings.ORDER_FLOW == "saga":
+    if flow == "saga":
         from sagas.processes import saga_process_commands
 
-        commands.update(saga_process_commands(PYTHON))
+        commands.update(saga_process_commands(PYTHON, per_service_workers=per_service_workers))
     return commands
 
 
@@ -148,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  Ctrl-C stops everything.\n",
             flush=True,
         )
-        return supervise(process_commands(args.host, args.port))
+        return supervise(process_commands(args.host, args.port, flow=settings.ORDER_FLOW))
 
 
 def cmd_test(args: argparse.Namespace) -> int:
