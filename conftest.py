@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -48,10 +50,19 @@ def make_customer(db):  # type: ignore[no-untyped-def]
     return make
 
 
+class KeyedAPIClient(APIClient):
+    """Sends a fresh Idempotency-Key with every POST that does not bring its own, as a careful client does."""
+
+    def post(self, path: str, data: Any = None, format: str | None = None, content_type: str | None = None,
+             follow: bool = False, **extra: Any) -> Any:
+        extra.setdefault("HTTP_IDEMPOTENCY_KEY", uuid.uuid4().hex)
+        return super().post(path, data, format, content_type, follow, **extra)
+
+
 @pytest.fixture
 def client_for() -> Callable[..., APIClient]:
     def make(user) -> APIClient:  # type: ignore[no-untyped-def]
-        client = APIClient()
+        client = KeyedAPIClient()
         token, _ = Token.objects.get_or_create(user=user)
         client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
         return client

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -8,8 +9,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from idempotency.decorators import idempotent, request_claim
+from idempotency.errors import IdempotencyKeyReused
 from orders.flows import place_order
-from orders.selectors import order_get, order_get_for_customer, order_list_for_customer
+from orders.models import Order
+from orders.selectors import order_get, order_get_by_request_key, order_get_for_customer, order_list_for_customer
 from orders.serializers import OrderCreateSerializer, OrderSerializer
 from orders.services import PlaceOrder
 
@@ -30,29 +34,67 @@ class OrderListCreateApi(ListAPIView):
         responses={
             201: OrderSerializer,
             202: OpenApiResponse(OrderSerializer, description="Accepted; poll the Location until final."),
-            400: OpenApiResponse(description="Invalid request (problem+json)"),
+            400: OpenApiResponse(description="Invalid request, missing or invalid Idempotency-Key (problem+json)"),
             402: OpenApiResponse(description="Payment declined (problem+json)"),
-            409: OpenApiResponse(description="Out of stock (problem+json)"),
-            422: OpenApiResponse(description="Undeliverable address (problem+json)"),
+            409: OpenApiResponse(description="Out of stock, or the Idempotency-Key is in use (problem+json)"),
+            422: OpenApiResponse(description="Undeliverable address, or the Idempotency-Key was used for "
+                                             "another request (problem+json)"),
         },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        order = place_order(
-            PlaceOrder(
-                customer_id=request.user.pk,
-                lines=[(line["sku"], line["quantity"]) for line in data["lines"]],
-                payment_token=data["payment"]["token"],
-                shipping_address=data["shipping_address"],
-            )
+        claim = request_claim(request)
+        command = PlaceOrder(
+            customer_id=request.user.pk,
+            lines=[(line["sku"], line["quantity"]) for line in data["lines"]],
+            payment_token=data["payment"]["token"],
+            shipping_address=data["shipping_address"],
+            request_key=claim.key if claim else None,
         )
+        order = _place_once(command, earlier_attempt=claim is not None and claim.resumed)
         order = order_get(order_id=order.pk)
         body = OrderSerializer(order).data
         if order.is_final:
             return Response(body, status=status.HTTP_201_CREATED)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+def _place_once(command: PlaceOrder, *, earlier_attempt: bool) -> Order:
+    """Place the order unless an earlier attempt under the same key already did.
+
+    The order carries its key (unique per customer) in the transaction that creates it, so whatever died
+    between the order and the key's stored response, the order is found here instead of placed twice.
+    """
+    if earlier_attempt and command.request_key:
+        existing = _order_for_key(command)
+        if existing is not None:
+            return existing
+    try:
+        return place_order(command)
+    except IntegrityError:
+        # An attempt whose lease ran out while it was still running committed the order first.
+        existing = _order_for_key(command) if command.request_key else None
+        if existing is None:
+            raise
+        return existing
+
+
+def _order_for_key(command: PlaceOrder) -> Order | None:
+    assert command.request_key is not None
+    order = order_get_by_request_key(customer_id=command.customer_id, request_key=command.request_key)
+    if order is None:
+        return None
+    # The key record may have expired and been purged while the order keeps its key for good: answer with the
+    # order only if it is what this request asks for.
+    asked = (sorted(command.lines), command.payment_token, dict(command.shipping_address))
+    placed = ([(line.sku, line.quantity) for line in order.lines.all()], order.payment_token, order.shipping_address)
+    if asked != placed:
+        raise IdempotencyKeyReused(f"Idempotency-Key {command.request_key!r} already placed order {order.pk}, "
+                                   "which is a different order; use a new key.")
+    return order
 
 
 class OrderDetailApi(APIView):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
+from idempotency.services import keys_reset
 from inventory.models import Product
 from inventory.services import inventory_reset, product_upsert
 from orders.services import orders_reset
@@ -15,7 +16,7 @@ from payments.services import payments_reset, wallet_set
 from shipping.services import shipping_reset
 
 # Apps that keep per-order state register their reset here (the saga engine, idempotency keys, ...).
-RESETS = [orders_reset, inventory_reset, payments_reset, shipping_reset]
+RESETS = [orders_reset, inventory_reset, payments_reset, shipping_reset, keys_reset]
 
 
 @dataclass(frozen=True)
