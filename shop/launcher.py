@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shop import embedded
 
@@ -31,8 +32,9 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[None]:
-    """DATABASE_URL and REDIS_URL point at live servers inside this block."""
+def services(*, redis_db: int = 0) -> Iterator[None]:
+    """DATABASE_URL and REDIS_URL point at live servers inside this block (Redis database `redis_db` of the
+    embedded server, so tests never share a broker with a running shop)."""
     started: list = []
     try:
         if not os.environ.get("DATABASE_URL"):
@@ -41,9 +43,11 @@ def services() -> Iterator[None]:
             if not already:
                 started.append(embedded.stop_postgres)
             _say(f"embedded PostgreSQL at {embedded.data_dir() / 'postgres'}")
+        if os.environ.get("SHOP_DB_PER_SERVICE") == "1":
+            _ensure_service_databases()
         if not os.environ.get("REDIS_URL"):
             already = embedded.running_redis_url() is not None
-            os.environ["REDIS_URL"] = embedded.start_redis()
+            os.environ["REDIS_URL"] = embedded.start_redis(database=redis_db)
             if not already:
                 started.append(embedded.stop_redis)
             _say(f"embedded Redis at {os.environ['REDIS_URL']}")
@@ -51,6 +55,29 @@ def services() -> Iterator[None]:
     finally:
         for stop in reversed(started):
             stop()
+
+
+def _ensure_service_databases() -> None:
+    """Give every service its own database on the DATABASE_URL server (unless its URL is already set)."""
+    import dj_database_url
+    import psycopg
+
+    from shop.env import SERVICES
+
+    base = os.environ["DATABASE_URL"]
+    config = dj_database_url.parse(base)
+    params = {"host": config["HOST"], "port": config["PORT"] or None, "user": config["USER"] or None,
+              "password": config["PASSWORD"] or None}
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        for service in SERVICES:
+            variable = f"{service.upper()}_DATABASE_URL"
+            if os.environ.get(variable):
+                continue
+            name = f"{config['NAME']}_{service}"
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
+            os.environ[variable] = urlsplit(base)._replace(path=f"/{name}").geturl()
+    _say("a database per service: " + ", ".join(f"{config['NAME']}_{s}" for s in SERVICES))
 
 
 def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -153,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    with services():
+    with services(redis_db=1):
         return subprocess.run([PYTHON, "-m", "pytest", *args.rest], cwd=REPO_ROOT).returncode
 
 

@@ -12,3 +12,15 @@ def order_body(lines: list[tuple[str, int]], *, token: str = "tok_ok", country: 
         "payment": {"token": token},
         "shipping_address": {**ADDRESS, "country": country},
     }
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it is true or `timeout` seconds have passed; return its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

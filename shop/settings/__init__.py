@@ -5,3 +5,4 @@ from .celery import *  # noqa: F403
 from .databases import *  # noqa: F403
 from .idempotency import *  # noqa: F403
 from .orderflow import *  # noqa: F403
+from .sagas import *  # noqa: F403

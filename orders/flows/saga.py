@@ -1,0 +1,32 @@
+"""ORDER_FLOW=saga: create the order PENDING and start its saga in one local transaction.
+
+The API answers 202 at once; Celery workers run the remaining steps (orders/sagas.py) and the order ends
+CONFIRMED or FAILED with the reason. Nothing is published from here: the saga's first command is an
+outbox row committed with the order, and the relay publishes it.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from orders.models import Order
+from orders.sagas import ORDER_SAGA
+from orders.services import PlaceOrder, order_create
+from sagas.engine import saga_start
+from shop.routers import service_alias
+
+FLOW = "saga"
+
+
+def place_order(command: PlaceOrder) -> Order:
+    with transaction.atomic(using=service_alias("orders"), durable=True):
+        order = order_create(command=command, flow=FLOW)
+        saga_start(definition=ORDER_SAGA, data={
+            "order_id": order.pk,
+            "customer_id": command.customer_id,
+            "lines": [[sku, quantity] for sku, quantity in sorted(command.lines)],
+            "amount_cents": order.total_cents,
+            "payment_token": command.payment_token,
+            "address": dict(command.shipping_address),
+        })
+    return order

@@ -1,0 +1,82 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from sagas.engine import saga_retry
+from sagas.models import InboxMessage, OutboxMessage, SagaInstance, SagaStepLog
+from sagas.outbox import outbox_backlog
+
+
+class SagaStepLogInline(admin.TabularInline):
+    model = SagaStepLog
+    extra = 0
+    can_delete = False
+    ordering = ["id"]
+    fields = ["at", "step", "step_name", "direction", "attempt", "outcome", "duration_ms", "error_code",
+              "error_detail"]
+    readonly_fields = fields
+    verbose_name_plural = "Timeline"
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(SagaInstance)
+class SagaInstanceAdmin(admin.ModelAdmin):
+    list_display = ["id", "saga_type", "state", "current_step", "attempt", "resends", "order_id", "failure_code",
+                    "created_at", "finished_at"]
+    list_filter = ["state", "saga_type"]
+    search_fields = ["=id"]
+    date_hierarchy = "created_at"
+    inlines = [SagaStepLogInline]
+    readonly_fields = [f.name for f in SagaInstance._meta.fields]
+    actions = ["retry_parked"]
+
+    @admin.display(description="order")
+    def order_id(self, saga: SagaInstance) -> object:
+        return saga.data.get("order_id")
+
+    @admin.display(description="failure")
+    def failure_code(self, saga: SagaInstance) -> str:
+        return (saga.failure or {}).get("code", "")
+
+    @admin.action(description="Retry the compensation of the selected parked sagas")
+    def retry_parked(self, request: HttpRequest, queryset: QuerySet[SagaInstance]) -> None:
+        retried = 0
+        for saga in queryset.filter(state=SagaInstance.State.PARKED):
+            if saga_retry(saga_id=saga.pk, saga_type=saga.saga_type):
+                self.log_change(request, saga, "Retried the parked compensation.")
+                retried += 1
+        self.message_user(request, f"Retried {retried} parked saga(s).", messages.SUCCESS)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "queue", "message_id", "created_at", "available_at", "published_at",
+                    "publish_count"]
+    list_filter = ["queue", "task", ("published_at", admin.EmptyFieldListFilter)]
+    search_fields = ["=message_id"]
+    readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+    actions = ["republish"]
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        pending, oldest = outbox_backlog(using="default")
+        self.message_user(request, f"Pending: {pending} message(s); oldest pending: {oldest:.1f} s old.",
+                          messages.INFO)
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Publish the selected messages again")
+    def republish(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        for message in queryset:
+            self.log_change(request, message, "Queued for publishing again.")
+        count = queryset.update(published_at=None, available_at=timezone.now())
+        self.message_user(request, f"{count} message(s) queued for publishing again.", messages.SUCCESS)
+
+
+@admin.register(InboxMessage)
+class InboxMessageAdmin(admin.ModelAdmin):
+    list_display = ["message_id", "consumer", "received_at"]
+    list_filter = ["consumer"]
+    search_fields = ["=message_id"]
+    readonly_fields = [f.name for f in InboxMessage._meta.fields]

@@ -1,0 +1,124 @@
+import uuid
+
+from django.db import models
+
+
+class SagaInstance(models.Model):
+    """One run of a saga definition, persisted so that any process can resume it after any crash."""
+
+    class State(models.TextChoices):
+        RUNNING = "RUNNING", "running"
+        COMPENSATING = "COMPENSATING", "compensating"
+        COMPLETED = "COMPLETED", "completed"
+        COMPENSATED = "COMPENSATED", "compensated"
+        PARKED = "PARKED", "parked: needs attention"
+
+    # The only moves a saga may make; sagas.engine refuses any other.
+    TRANSITIONS: dict[str, frozenset[str]] = {
+        State.RUNNING: frozenset({State.RUNNING, State.COMPENSATING, State.COMPLETED}),
+        State.COMPENSATING: frozenset({State.COMPENSATING, State.COMPENSATED, State.PARKED}),
+        State.PARKED: frozenset({State.COMPENSATING}),
+        State.COMPLETED: frozenset(),
+        State.COMPENSATED: frozenset(),
+    }
+    ACTIVE = (State.RUNNING, State.COMPENSATING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    saga_type = models.CharField(max_length=50)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING)
+    current_step = models.PositiveSmallIntegerField(default=0)
+    attempt = models.PositiveSmallIntegerField(default=1, help_text="Attempt of the current step.")
+    resends = models.PositiveSmallIntegerField(default=0, help_text="Times the sweeper re-sent this step.")
+    data = models.JSONField(default=dict)
+    failure = models.JSONField(null=True, blank=True, help_text='{"code", "detail", "step"} that started compensation')
+    current_message = models.JSONField(null=True, blank=True, help_text="The command awaiting its reply.")
+    step_deadline = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(help_text="The whole saga should be final by then (audit I3).")
+    version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["step_deadline"], name="saga_active_deadline",
+                         condition=models.Q(state__in=["RUNNING", "COMPENSATING"])),
+            models.Index(fields=["state"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.saga_type} saga {self.pk} ({self.state})"
+
+
+class SagaStepLog(models.Model):
+    class Direction(models.TextChoices):
+        ACTION = "action", "action"
+        COMPENSATION = "compensation", "compensation"
+
+    class Outcome(models.TextChoices):
+        SENT = "sent", "sent"
+        OK = "ok", "succeeded"
+        BUSINESS = "business", "business failure"
+        TRANSIENT = "transient", "transient failure"
+        RESENT = "resent", "re-sent by the sweeper"
+
+    saga = models.ForeignKey(SagaInstance, related_name="log", on_delete=models.CASCADE)
+    step = models.PositiveSmallIntegerField()
+    step_name = models.CharField(max_length=50)
+    direction = models.CharField(max_length=12, choices=Direction.choices)
+    attempt = models.PositiveSmallIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    message_id = models.UUIDField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_detail = models.CharField(max_length=300, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True, help_text="From the command's sending to this reply.")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["saga", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.step_name} {self.direction} #{self.attempt}: {self.outcome}"
+
+
+class OutboxMessage(models.Model):
+    """A message written in the same transaction as the change it announces; the relay publishes it."""
+
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.UUIDField(default=uuid.uuid4, db_index=True)
+    queue = models.CharField(max_length=30)
+    task = models.CharField(max_length=100)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    available_at = models.DateTimeField(help_text="Not published before (backoff of a retried step).")
+    published_at = models.DateTimeField(null=True, blank=True)
+    publish_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["available_at", "id"], name="outbox_pending",
+                         condition=models.Q(published_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} -> {self.queue} ({'published' if self.published_at else 'pending'})"
+
+
+class InboxMessage(models.Model):
+    """A message a consumer has processed, written in the same transaction as its effect."""
+
+    message_id = models.UUIDField()
+    consumer = models.CharField(max_length=30)
+    reply = models.JSONField(null=True, blank=True, help_text="What was answered; a duplicate gets it again.")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "message_id"], name="inbox_unique_message"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} <- {self.message_id}"

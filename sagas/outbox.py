@@ -1,0 +1,143 @@
+"""The transactional outbox and its relay.
+
+`outbox_send` writes a message in the caller's transaction, so the message exists if and only if the
+change it announces was committed (invariant I5). A trigger on the table NOTIFYs `sagas_outbox` on
+commit; the relay LISTENs, wakes at once, claims a batch with FOR UPDATE SKIP LOCKED (so several relays
+can run side by side), publishes it to Celery, and marks it published in the same transaction. A relay
+that dies between publishing and committing publishes the batch again later: consumers deduplicate.
+Polling every OUTBOX_POLL_SECONDS is only the safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from datetime import timedelta
+
+import psycopg
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import F, Min
+from django.utils import timezone
+
+from sagas.models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "sagas_outbox"
+
+
+def outbox_send(*, using: str, queue: str, task: str, payload: dict, message_id: uuid.UUID | str,
+                delay_seconds: float = 0.0) -> OutboxMessage:
+    """Add a message to the outbox of database `using`, inside the caller's transaction."""
+    now = timezone.now()
+    return OutboxMessage.objects.using(using).create(
+        message_id=message_id, queue=queue, task=task, payload=payload,
+        available_at=now + timedelta(seconds=delay_seconds) if delay_seconds else now,
+    )
+
+
+class Relay:
+    """Publishes the outbox of one database to Celery until stopped."""
+
+    def __init__(self, *, using: str, batch_size: int | None = None, poll_seconds: float | None = None) -> None:
+        from shop.celery import app
+
+        self.using = using
+        self.app = app
+        self.batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+        self.poll_seconds = poll_seconds if poll_seconds is not None else settings.OUTBOX_POLL_SECONDS
+        self.published = 0
+        self.stop_event = threading.Event()
+
+    def publish_batch(self) -> int:
+        """Claim, publish and mark one batch of due messages; return how many."""
+        with transaction.atomic(using=self.using):
+            batch = list(
+                OutboxMessage.objects.using(self.using)
+                .select_for_update(skip_locked=True)
+                .filter(published_at__isnull=True, available_at__lte=timezone.now())
+                .order_by("id")
+                .values_list("id", "message_id", "queue", "task", "payload")[: self.batch_size]
+            )
+            if not batch:
+                return 0
+            self._fault("crash-after-claim")
+            copies = 2 if settings.OUTBOX_RELAY_FAULT == "publish-twice" else 1
+            with self.app.producer_or_acquire() as producer:
+                for _, message_id, queue, task, payload in batch:
+                    for _ in range(copies):
+                        self.app.send_task(task, args=[payload], queue=queue, task_id=str(message_id),
+                                           producer=producer)
+            self._fault("crash-after-publish")
+            OutboxMessage.objects.using(self.using).filter(id__in=[row[0] for row in batch]).update(
+                published_at=timezone.now(), publish_count=F("publish_count") + 1
+            )
+        self.published += len(batch)
+        return len(batch)
+
+    @staticmethod
+    def _fault(point: str) -> None:
+        if point == settings.OUTBOX_RELAY_FAULT:
+            logger.warning("outbox relay: injected fault %s, exiting without commit", point)
+            os._exit(17)
+
+    def drain(self) -> int:
+        total = 0
+        while not self.stop_event.is_set():
+            count = self.publish_batch()
+            total += count
+            if count < self.batch_size:
+                break
+        return total
+
+    def _seconds_to_next_due(self) -> float:
+        """How long until the earliest delayed message becomes due (or the poll interval)."""
+        earliest = OutboxMessage.objects.using(self.using).filter(published_at__isnull=True).aggregate(
+            at=Min("available_at")
+        )["at"]
+        if earliest is None:
+            return self.poll_seconds
+        return max(0.0, min(self.poll_seconds, (earliest - timezone.now()).total_seconds()))
+
+    def _listen(self) -> psycopg.Connection:
+        params = connections[self.using].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        conn = psycopg.connect(**params, autocommit=True)
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def run(self) -> None:
+        logger.info("outbox relay on %s: listening on %s, polling every %ss", self.using, CHANNEL,
+                    self.poll_seconds)
+        listener = self._listen()
+        try:
+            while not self.stop_event.is_set():
+                self.drain()
+                wait = self._seconds_to_next_due()
+                if wait > 0:
+                    # Wakes on the first NOTIFY, or after `wait` at the latest.
+                    for _ in listener.notifies(timeout=wait, stop_after=1):
+                        pass
+        finally:
+            listener.close()
+            connections[self.using].close()
+
+
+def outbox_backlog(*, using: str) -> tuple[int, float]:
+    """(pending messages, age in seconds of the oldest pending one) in database `using`."""
+    pending = OutboxMessage.objects.using(using).filter(published_at__isnull=True)
+    oldest = pending.aggregate(at=Min("created_at"))["at"]
+    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    return pending.count(), age
+
+
+def outbox_purge(*, using: str, older_than: timedelta) -> int:
+    """Delete published messages older than `older_than`; they are only history."""
+    cutoff = timezone.now() - older_than
+    deleted, _ = OutboxMessage.objects.using(using).filter(published_at__lt=cutoff).delete()
+    return deleted
+

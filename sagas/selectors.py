@@ -1,0 +1,50 @@
+"""Reads of the saga engine, for the admin, the audit and the load report."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from sagas.models import SagaInstance
+from sagas.outbox import outbox_backlog
+from shop.routers import service_alias
+
+
+def _saga_alias() -> str:
+    return service_alias("orders")
+
+
+def saga_counts() -> dict[str, int]:
+    """Saga instances by state."""
+    rows = SagaInstance.objects.using(_saga_alias()).values("state").annotate(n=Count("pk"))
+    counts = {state: 0 for state in SagaInstance.State.values}
+    counts.update({row["state"]: row["n"] for row in rows})
+    return counts
+
+
+def outbox_stats() -> dict:
+    """Pending outbox messages over every database, and the age of the oldest."""
+    pending, oldest = 0, 0.0
+    for alias in settings.DATABASES:
+        count, age = outbox_backlog(using=alias)
+        pending += count
+        oldest = max(oldest, age)
+    return {"pending": pending, "oldest_pending_age_seconds": oldest}
+
+
+def sagas_overdue() -> list[SagaInstance]:
+    """Sagas not final although their deadline passed, and parked ones."""
+    alias = _saga_alias()
+    return list(
+        SagaInstance.objects.using(alias).filter(state=SagaInstance.State.PARKED)
+        | SagaInstance.objects.using(alias).filter(state__in=SagaInstance.ACTIVE, deadline__lt=timezone.now())
+    )
+
+
+def saga_states_by_order() -> dict[int, str]:
+    return {
+        data["order_id"]: state
+        for data, state in SagaInstance.objects.using(_saga_alias()).filter(saga_type="order")
+        .values_list("data", "state")
+    }
