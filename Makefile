@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint audit seed shell clean-data
+.PHONY: run test lint audit seed shell clean-data compare
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ seed: $(VENV)/.installed
 
 shell: $(VENV)/.installed
 	$(PY) -m shop.launcher exec -- $(PY) manage.py shell
+
+# Load-test each order flow in turn and write reports/<timestamp>/report.{md,html} (loadtests/compare.py).
+# e.g. make compare MODES=atomic USERS=10 DURATION=20s ARGS="--mix tok_decline=0.1 --processes"
+compare: $(VENV)/.installed
+	$(PY) -m loadtests.compare $(if $(MODES),--modes $(MODES)) $(if $(USERS),--users $(USERS)) \
+		$(if $(DURATION),--duration $(DURATION)) $(ARGS)
 
 clean-data:
 	rm -rf .data

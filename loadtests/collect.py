@@ -1,0 +1,160 @@
+"""What the comparison reads from a mode's databases, run inside that mode's environment.
+
+    python -m loadtests.collect stats [--drain-timeout 60]   # wait until no order is PENDING, print JSON
+    python -m loadtests.collect outbox [--interval 1]        # one JSON line of outbox lag per interval
+    python -m loadtests.collect commands --port 8000         # the mode's process commands as JSON
+
+The driver runs this as a subprocess with the mode's ORDER_FLOW and database URLs, because Django reads its
+settings once per process and the driver visits several modes (a flow's process commands depend on its
+settings too: one outbox relay per database, for instance). Saga numbers come from sagas.selectors when
+that module offers them; a mode without sagas reports them as null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def _setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    import django
+
+    django.setup()
+
+
+def _saga_selector(name: str) -> Callable[[], Any] | None:
+    from django.conf import settings
+
+    if settings.ORDER_FLOW == "atomic":
+        return None
+    try:
+        from sagas import selectors
+    except ImportError:
+        return None
+    return getattr(selectors, name, None)
+
+
+def order_counts() -> dict[str, Any]:
+    from django.db.models import Count
+
+    from orders.models import Order
+
+    by_status = dict.fromkeys(Order.Status.values, 0)
+    failed_by_reason: dict[str, int] = {}
+    rows = Order.objects.values("status", "failure_reason").annotate(n=Count("id")).order_by()
+    for row in rows:
+        by_status[row["status"]] += row["n"]
+        if row["status"] == Order.Status.FAILED:
+            reason = row["failure_reason"] or "unknown"
+            failed_by_reason[reason] = failed_by_reason.get(reason, 0) + row["n"]
+    return {"by_status": by_status, "failed_by_reason": dict(sorted(failed_by_reason.items()))}
+
+
+def _unfinished(counts: dict[str, Any], sagas: dict[str, int] | None) -> int:
+    running = 0 if sagas is None else sagas.get("RUNNING", 0) + sagas.get("COMPENSATING", 0)
+    return counts["by_status"].get("PENDING", 0) + running
+
+
+def server_versions() -> dict[str, str]:
+    from django.db import connection
+
+    from shop.redis import get_redis
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgres = cursor.fetchone()[0]
+    return {"postgresql": postgres, "redis": str(get_redis().info("server").get("redis_version", "?"))}
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    _setup()
+    saga_counts = _saga_selector("saga_counts")
+    outbox_stats = _saga_selector("outbox_stats")
+    started = time.monotonic()
+    last_said = 0.0
+    while True:
+        counts = order_counts()
+        sagas = saga_counts() if saga_counts else None
+        unfinished = _unfinished(counts, sagas)
+        waited = time.monotonic() - started
+        if unfinished == 0 or waited >= args.drain_timeout:
+            break
+        if waited - last_said >= 2:
+            print(f"  draining: {unfinished} order(s)/saga(s) not final after {waited:.0f}s", file=sys.stderr,
+                  flush=True)
+            last_said = waited
+        time.sleep(0.25)
+    result = {
+        "drained": unfinished == 0,
+        "drain_seconds": round(time.monotonic() - started, 2),
+        "orders": counts,
+        "sagas": sagas,
+        "outbox": outbox_stats() if outbox_stats else None,
+        "versions": server_versions(),
+    }
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    _setup()
+    outbox_stats = _saga_selector("outbox_stats")
+    if outbox_stats is None:
+        return 0
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stopping:
+        sample = {"timestamp": round(time.time(), 3), **outbox_stats()}
+        print(json.dumps(sample), flush=True)
+        time.sleep(args.interval)
+    return 0
+
+
+def cmd_commands(args: argparse.Namespace) -> int:
+    _setup()
+    from django.conf import settings
+
+    from shop.launcher import process_commands
+
+    commands = process_commands(args.host, args.port, flow=settings.ORDER_FLOW,
+                                per_service_workers=args.per_service_workers)
+    json.dump(commands, sys.stdout)
+    print()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.collect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stats = sub.add_parser("stats", help="drain, then print order, saga and outbox numbers as JSON")
+    stats.add_argument("--drain-timeout", type=float, default=60.0)
+    stats.set_defaults(func=cmd_stats)
+    outbox = sub.add_parser("outbox", help="sample the outbox lag until stopped")
+    outbox.add_argument("--interval", type=float, default=1.0)
+    outbox.set_defaults(func=cmd_outbox)
+    commands = sub.add_parser("commands", help="print the long-running processes of ORDER_FLOW as JSON")
+    commands.add_argument("--host", default="127.0.0.1")
+    commands.add_argument("--port", type=int, required=True)
+    commands.add_argument("--per-service-workers", action="store_true")
+    commands.set_defaults(func=cmd_commands)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

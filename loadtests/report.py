@@ -1,0 +1,421 @@
+"""The comparison report: one table of every mode side by side, plots, and what was measured on what.
+
+Everything here works on data already collected (Locust's CSV files, the per-request samples the locustfile
+writes, the JSON of loadtests.collect, the audit's output), so it can be rebuilt and tested without running
+anything. `write_report` writes report.md and a self-contained report.html (plots inlined as base64 PNGs).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ORDERS_NAME = "/api/v1/orders"
+FINAL_TYPE = "FINAL"
+BASELINE_MODE = "atomic"
+# Known failure reasons first, in the order of the flow's steps; any other reason follows alphabetically.
+REASONS = ("out_of_stock", "payment_declined", "insufficient_funds", "payment_unavailable", "undeliverable")
+
+
+@dataclass(frozen=True)
+class Sample:
+    timestamp: float
+    type: str
+    name: str
+    ms: float
+    ok: bool
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    samples: list[Sample]
+    # (seconds since the load started, POST /orders per second), from Locust's stats_history.csv.
+    throughput: list[tuple[float, float]]
+    # The JSON printed by `loadtests.collect stats`.
+    collected: dict[str, Any]
+    audit_ok: bool
+    audit_lines: list[str]
+    outbox_samples: list[dict[str, Any]] = field(default_factory=list)
+    # (method, name, error, occurrences) from Locust's failures.csv.
+    failures: list[tuple[str, str, str, int]] = field(default_factory=list)
+    locust_html: str = ""
+    layout: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    started_at: str
+    machine: dict[str, str]
+    settings: dict[str, Any]
+    versions: dict[str, str]
+    modes: list[ModeResult]
+
+
+# -- reading Locust's and the locustfile's files ----------------------------------------------------------
+
+
+def read_samples(path: Path) -> list[Sample]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return [Sample(float(row["timestamp"]), row["type"], row["name"], float(row["response_time_ms"]),
+                       row["ok"] == "1") for row in csv.DictReader(fh)]
+
+
+def read_throughput(path: Path, *, method: str = "POST", name: str = ORDERS_NAME) -> list[tuple[float, float]]:
+    """POST /orders per second over time, from Locust's --csv-full-history stats_history.csv."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        rows = [(int(row["Timestamp"]), float(row["Requests/s"])) for row in csv.DictReader(fh)
+                if row["Type"] == method and row["Name"] == name]
+    if not rows:
+        return []
+    start = rows[0][0]
+    return [(float(ts - start), rps) for ts, rps in rows]
+
+
+def read_failures(path: Path) -> list[tuple[str, str, str, int]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return [(row["Method"], row["Name"], row["Error"], int(row["Occurrences"])) for row in csv.DictReader(fh)]
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- numbers ----------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p% of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def load_seconds(samples: Sequence[Sample]) -> float:
+    if len(samples) < 2:
+        return 0.0
+    return max(s.timestamp for s in samples) - min(s.timestamp for s in samples)
+
+
+def post_latencies(result: ModeResult) -> list[float]:
+    return [s.ms for s in result.samples if s.type == "POST" and s.name == ORDERS_NAME]
+
+
+def final_latencies(result: ModeResult) -> list[float]:
+    return [s.ms for s in result.samples if s.type == FINAL_TYPE and s.ok]
+
+
+def outcomes(result: ModeResult) -> Counter[str]:
+    """What clients saw at the end of each order: 'confirmed', 'failed: <reason>', 'unresolved'."""
+    return Counter(s.name.removeprefix("order ") for s in result.samples if s.type == FINAL_TYPE)
+
+
+def summarize(result: ModeResult) -> dict[str, Any]:
+    seconds = load_seconds(result.samples)
+    posts, finals = post_latencies(result), final_latencies(result)
+    seen = outcomes(result)
+    db_orders = result.collected.get("orders", {})
+    by_status = db_orders.get("by_status", {})
+    sagas = result.collected.get("sagas")
+    lags = [s["oldest_pending_age_seconds"] for s in result.outbox_samples if "oldest_pending_age_seconds" in s]
+    pendings = [s["pending"] for s in result.outbox_samples if "pending" in s]
+    summary: dict[str, Any] = {
+        "seconds": seconds,
+        "orders_per_s": len(posts) / seconds if seconds else 0.0,
+        "confirmed_per_s": seen.get("confirmed", 0) / seconds if seconds else 0.0,
+        "requests_per_s": sum(1 for s in result.samples if s.type != FINAL_TYPE) / seconds if seconds else 0.0,
+        "errors": sum(1 for s in result.samples if not s.ok),
+        "seen_confirmed": seen.get("confirmed", 0),
+        "seen_failed": {k.removeprefix("failed: "): v for k, v in seen.items() if k.startswith("failed: ")},
+        "unresolved": seen.get("unresolved", 0),
+        "db_confirmed": by_status.get("CONFIRMED", 0),
+        "db_failed": by_status.get("FAILED", 0),
+        "db_pending": by_status.get("PENDING", 0),
+        "compensated": None if sagas is None else sagas.get("COMPENSATED", 0),
+        "parked": None if sagas is None else sagas.get("PARKED", 0),
+        "outbox_max_lag_s": max(lags) if lags else None,
+        "outbox_max_pending": max(pendings) if pendings else None,
+        "drain_s": result.collected.get("drain_seconds"),
+        "audit_ok": result.audit_ok,
+    }
+    for p in (50, 95, 99):
+        summary[f"post_p{p}"] = percentile(posts, p)
+        summary[f"final_p{p}"] = percentile(finals, p)
+    return summary
+
+
+def ordered_reasons(reasons: Iterable[str]) -> list[str]:
+    found = set(reasons)
+    return [r for r in REASONS if r in found] + sorted(found - set(REASONS))
+
+
+# -- the table --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    value: Callable[[dict[str, Any]], Any]
+    fmt: str = "{:.0f}"
+    # Whether "saga/atomic" means something for this row (a rate, a latency, a count).
+    ratio: bool = True
+
+
+def _rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
+    rows = [
+        Row("orders placed/s (POST /orders answered)", lambda s: s["orders_per_s"], "{:.1f}"),
+        Row("orders confirmed/s (as clients saw them)", lambda s: s["confirmed_per_s"], "{:.1f}"),
+        Row("HTTP requests/s (all)", lambda s: s["requests_per_s"], "{:.1f}"),
+    ]
+    rows += [Row(f"POST /orders p{p} (ms)", lambda s, p=p: s[f"post_p{p}"]) for p in (50, 95, 99)]
+    rows += [Row(f"POST to final status p{p} (ms)", lambda s, p=p: s[f"final_p{p}"]) for p in (50, 95, 99)]
+    rows.append(Row("confirmed (clients saw)", lambda s: s["seen_confirmed"], "{:d}"))
+    reasons = ordered_reasons(r for s in summaries for r in s["seen_failed"])
+    rows += [Row(f"failed: {r} (clients saw)", lambda s, r=r: s["seen_failed"].get(r, 0), "{:d}") for r in reasons]
+    rows += [
+        Row("still pending when polling gave up", lambda s: s["unresolved"], "{:d}"),
+        Row("orders in DB after drain: confirmed / failed / pending",
+            lambda s: f"{s['db_confirmed']} / {s['db_failed']} / {s['db_pending']}", "{}", ratio=False),
+        Row("compensated sagas", lambda s: s["compensated"], "{:d}"),
+        Row("parked sagas", lambda s: s["parked"], "{:d}", ratio=False),
+        Row("outbox lag, worst during load (s)", lambda s: s["outbox_max_lag_s"], "{:.2f}"),
+        Row("outbox pending, most during load", lambda s: s["outbox_max_pending"], "{:d}"),
+        Row("drain until all final (s)", lambda s: s["drain_s"], "{:.1f}", ratio=False),
+        Row("errors (Locust failures)", lambda s: s["errors"], "{:d}", ratio=False),
+        Row("audit", lambda s: "OK" if s["audit_ok"] else "FAIL", "{}", ratio=False),
+    ]
+    return rows
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None:
+        return "n/a"
+    if fmt == "{:d}":
+        return f"{int(value):d}"
+    return fmt.format(value)
+
+
+def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one column per mode, then `<mode>/atomic` for every other mode when atomic ran."""
+    modes = [m.mode for m in report.modes]
+    summaries = [summarize(m) for m in report.modes]
+    others = [i for i, mode in enumerate(modes) if mode != BASELINE_MODE] if BASELINE_MODE in modes else []
+    base = modes.index(BASELINE_MODE) if others else None
+    header = ["", *modes, *(f"{modes[i]}/{BASELINE_MODE}" for i in others)]
+    table = []
+    for row in _rows(summaries):
+        values = [row.value(s) for s in summaries]
+        cells = [row.label, *(_fmt(v, row.fmt) for v in values)]
+        for i in others:
+            ratio = ""
+            if row.ratio and isinstance(values[i], int | float) and isinstance(values[base], int | float) \
+                    and values[base]:
+                ratio = f"{values[i] / values[base]:.2f}x"
+            cells.append(ratio or "—")
+        table.append(cells)
+    return header, table
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    aligns = ["---", *(["---:"] * (len(header) - 1))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- plots ------------------------------------------------------------------------------------------------
+
+
+def _figure():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    ax.grid(True, alpha=0.3)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> bytes:  # type: ignore[no-untyped-def]
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _ecdf_plot(title: str, series: dict[str, list[float]], xlabel: str) -> bytes | None:
+    series = {mode: sorted(values) for mode, values in series.items() if values}
+    if not series:
+        return None
+    plt, fig, ax = _figure()
+    for mode, values in series.items():
+        n = len(values)
+        ax.step(values, [(i + 1) / n for i in range(n)], where="post", label=f"{mode} (n={n})")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share at or below")
+    for p in (0.5, 0.95, 0.99):
+        ax.axhline(p, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_title(title)
+    ax.legend()
+    return _png(plt, fig)
+
+
+def plots(report: Report) -> dict[str, bytes]:
+    """PNG bytes by title: throughput over time, POST latency and POST-to-final distributions."""
+    made: dict[str, bytes] = {}
+    if any(m.throughput for m in report.modes):
+        plt, fig, ax = _figure()
+        for m in report.modes:
+            if m.throughput:
+                ax.plot([t for t, _ in m.throughput], [r for _, r in m.throughput], label=m.mode)
+        ax.set_xlabel("seconds since the load started")
+        ax.set_ylabel("POST /orders per second")
+        ax.set_title("Throughput over time")
+        ax.legend()
+        made["Throughput over time"] = _png(plt, fig)
+    latency = _ecdf_plot("POST /api/v1/orders latency", {m.mode: post_latencies(m) for m in report.modes},
+                         "response time (ms, log scale)")
+    if latency:
+        made["POST /orders latency distribution"] = latency
+    final = _ecdf_plot("Time from POST to final order status", {m.mode: final_latencies(m) for m in report.modes},
+                       "POST to CONFIRMED/FAILED (ms, log scale)")
+    if final:
+        made["POST-to-final distribution"] = final
+    return made
+
+
+# -- rendering --------------------------------------------------------------------------------------------
+
+NOTES = (
+    "Latency percentiles are exact (nearest rank) over every request of the run, from the locustfile's own "
+    "samples; Locust's CSV rounds them into buckets. \"Clients saw\" counts the final status each client "
+    "observed: in atomic mode a failed order rolls back and leaves no row, so the database columns count "
+    "only what the audit can check. Replays (same Idempotency-Key and body sent again) are not counted as "
+    "orders; a replay that differs from the first answer is an error."
+)
+
+
+def _key_values(title: str, values: dict[str, Any]) -> list[str]:
+    lines = [f"### {title}", ""]
+    lines += [f"- {key}: {value}" for key, value in values.items()]
+    return [*lines, ""]
+
+
+def render_markdown(report: Report, plot_files: dict[str, str] | None = None) -> str:
+    header, rows = comparison_table(report)
+    lines = [f"# {report.title}", "", f"Started {report.started_at}.", "", markdown_table(header, rows), "",
+             NOTES, ""]
+    for title, filename in (plot_files or {}).items():
+        lines += [f"![{title}]({filename})", ""]
+    for m in report.modes:
+        lines += [f"## {m.mode}", ""]
+        if m.layout:
+            lines += [f"Processes: {m.layout}", ""]
+        lines += ["Audit:", "", "```", *m.audit_lines, "```", ""]
+        if m.failures:
+            lines += ["Locust failures:", ""]
+            lines += [f"- {count} x {method} {name}: {error}" for method, name, error, count in m.failures]
+            lines.append("")
+        if m.locust_html:
+            lines += [f"Locust's own report: [{m.locust_html}]({m.locust_html})", ""]
+    lines += ["## Machine, settings and versions", ""]
+    lines += _key_values("Machine", report.machine)
+    lines += _key_values("Settings", report.settings)
+    lines += _key_values("Versions", report.versions)
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; }
+td:not(:first-child), th:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
+tr:nth-child(even) { background: #f6f6f6; }
+.ok { color: #176a2c; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
+pre { background: #f4f4f4; padding: 0.6rem; overflow-x: auto; }
+img { max-width: 100%; display: block; margin: 1rem 0; }
+.note { color: #555; max-width: 60rem; }
+"""
+
+
+def _html_cell(cell: str) -> str:
+    css = {"OK": "ok", "FAIL": "fail"}.get(cell)
+    return f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{html.escape(cell)}</td>"
+
+
+def _html_key_values(title: str, values: dict[str, Any]) -> str:
+    items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                    for k, v in values.items())
+    return f"<h3>{html.escape(title)}</h3><table>{items}</table>"
+
+
+def render_html(report: Report, pngs: dict[str, bytes]) -> str:
+    header, rows = comparison_table(report)
+    parts = [
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(report.title)}</h1><p>Started {html.escape(report.started_at)}.</p>",
+        "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>",
+        *("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in rows),
+        f"</tbody></table><p class=\"note\">{html.escape(NOTES)}</p>",
+    ]
+    for title, png in pngs.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" "
+                     f"src=\"data:image/png;base64,{data}\">")
+    for m in report.modes:
+        parts.append(f"<h2>{html.escape(m.mode)}</h2>")
+        if m.layout:
+            parts.append(f"<p>Processes: {html.escape(m.layout)}</p>")
+        parts.append("<p>Audit:</p><pre>" + html.escape("\n".join(m.audit_lines)) + "</pre>")
+        if m.failures:
+            parts.append("<p>Locust failures:</p><ul>" + "".join(
+                f"<li>{count} x {html.escape(method)} {html.escape(name)}: {html.escape(error)}</li>"
+                for method, name, error, count in m.failures) + "</ul>")
+        if m.locust_html:
+            parts.append(f"<p>Locust's own report: <a href=\"{html.escape(m.locust_html)}\">"
+                         f"{html.escape(m.locust_html)}</a></p>")
+    parts.append("<h2>Machine, settings and versions</h2>")
+    parts += [_html_key_values("Machine", report.machine), _html_key_values("Settings", report.settings),
+              _html_key_values("Versions", report.versions)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report: Report, directory: Path) -> tuple[Path, Path]:
+    """Write report.md (with the plots beside it as PNG files) and the self-contained report.html."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pngs = plots(report)
+    plot_files = {}
+    for title, png in pngs.items():
+        filename = "plot-" + "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-") + ".png"
+        (directory / filename).write_bytes(png)
+        plot_files[title] = filename
+    markdown = directory / "report.md"
+    markdown.write_text(render_markdown(report, plot_files))
+    page = directory / "report.html"
+    page.write_text(render_html(report, pngs))
+    return markdown, page
