@@ -47,7 +47,6 @@ from loadtests.report import (
     read_failures,
     read_json_lines,
     read_samples,
-    read_throughput,
     write_report,
 )
 from shop.env import ORDER_FLOWS, SERVICES
@@ -312,6 +311,8 @@ def mode_env(mode: str, database_urls: dict[str, str], redis_url: str) -> dict[s
 def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run_dir: Path) -> ModeResult:
     out = run_dir / mode
     out.mkdir(parents=True, exist_ok=True)
+    # Anything else busy on the machine skews the numbers; the report shows how busy it was.
+    load_before = os.getloadavg()[0]
     server_url = os.environ["DATABASE_URL"]
     # Atomic mode keeps every service on one connection by design; only other modes split the databases.
     split = args.db_per_service and mode != "atomic"
@@ -384,14 +385,13 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
     return ModeResult(
         mode=mode,
         samples=read_samples(out / "samples.csv"),
-        throughput=read_throughput(out / "locust_stats_history.csv"),
         collected=collected,
         audit_ok=audit_ok,
         audit_lines=audit_lines,
         outbox_samples=read_json_lines(out / "outbox.jsonl"),
         failures=read_failures(out / "locust_failures.csv"),
         locust_html=f"{mode}/locust.html",
-        layout=layout,
+        layout=f"{layout}; 1-minute load average before the mode started: {load_before:.2f}",
     )
 
 
@@ -433,7 +433,8 @@ def settings_used(args: argparse.Namespace, mix: LoadMix, modes: Sequence[str]) 
         "undeliverable share": mix.undeliverable_share,
         "replay share": mix.replay_share,
         "think time (s)": f"{mix.think_min:g}-{mix.think_max:g}",
-        "poll interval / bound (s)": f"{mix.poll_interval:g} / {mix.poll_timeout:g}",
+        "poll interval, backing off to / bound (s)": f"{mix.poll_interval:g}, {mix.poll_max_interval:g} / "
+                                                     f"{mix.poll_timeout:g}",
         "saga workers": "one per service queue (--processes)" if args.processes else "one for all queues",
         "databases": "a database per service (--db-per-service)" if args.db_per_service else "one database",
         "PostgreSQL / Redis": "embedded" if args.embedded else "external (DATABASE_URL / REDIS_URL)",

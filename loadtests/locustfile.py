@@ -148,8 +148,10 @@ class Shopper(FastHttpUser):
         location = response.headers.get("Location") or response.json()["url"]
         path = urlsplit(location).path
         deadline = time.perf_counter() + MIX.poll_timeout
+        interval = MIX.poll_interval
         while time.perf_counter() < deadline:
-            time.sleep(MIX.poll_interval)
+            time.sleep(interval)
+            interval = min(interval * 1.5, MIX.poll_max_interval)
             with self.client.get(path, headers=self.headers, name=ORDER_DETAIL, catch_response=True) as poll:
                 if poll.status_code != 200:
                     poll.failure(f"polling the order answered {poll.status_code}")

@@ -30,8 +30,10 @@ class LoadMix:
     # A user's pause between tasks, in seconds (a closed model: each user waits for its answer first).
     think_min: float = 0.05
     think_max: float = 0.25
-    # How often and for how long a user polls a 202 order until it is final.
+    # A user polls a 202 order first after poll_interval, then backs off to poll_max_interval, for at most
+    # poll_timeout: fine resolution for fast orders without the pollers crowding out the web workers.
     poll_interval: float = 0.05
+    poll_max_interval: float = 0.25
     poll_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -48,8 +50,8 @@ class LoadMix:
             raise ValueError("customers and products must be at least 1")
         if not 0 <= self.think_min <= self.think_max:
             raise ValueError("think time must be 0 <= min <= max")
-        if self.poll_interval <= 0 or self.poll_timeout <= 0:
-            raise ValueError("poll interval and timeout must be positive")
+        if not 0 < self.poll_interval <= self.poll_max_interval or self.poll_timeout <= 0:
+            raise ValueError("poll intervals and timeout must be positive, the first no longer than the most")
 
     def to_env(self) -> dict[str, str]:
         env = {}

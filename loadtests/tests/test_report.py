@@ -11,9 +11,9 @@ from loadtests.report import (
     Report,
     Sample,
     comparison_table,
+    orders_per_second_series,
     percentile,
     read_samples,
-    read_throughput,
     summarize,
     write_report,
 )
@@ -28,7 +28,7 @@ def _run(mode: str, post_ms: list[float], finals: list[tuple[str, float]], *, sa
     samples.append(Sample(1001.0, "GET", "/api/v1/products", 3, False))
     confirmed = sum(1 for outcome, _ in finals if outcome == "confirmed")
     return ModeResult(
-        mode=mode, samples=samples, throughput=[(0.0, 1.0), (1.0, 2.0)],
+        mode=mode, samples=samples,
         collected={"drained": True, "drain_seconds": 0.5,
                    "orders": {"by_status": {"PENDING": 0, "CONFIRMED": confirmed, "FAILED": 1},
                               "failed_by_reason": {"out_of_stock": 1}},
@@ -118,16 +118,25 @@ def test_written_report_is_self_contained(report: Report, tmp_path: Path) -> Non
     assert "1 x GET /api/v1/products: unexpected 500" in html
 
 
-def test_reads_locust_history_and_samples(tmp_path: Path) -> None:
-    history = tmp_path / "locust_stats_history.csv"
-    history.write_text(
-        "Timestamp,User Count,Type,Name,Requests/s,Failures/s\n"
-        "100,4,POST,/api/v1/orders,0.000000,0\n"
-        "100,4,,Aggregated,0.000000,0\n"
-        "102,4,POST,/api/v1/orders,12.500000,0\n"
-        "102,4,GET,/api/v1/products,3.000000,0\n"
-    )
-    assert read_throughput(history) == [(0.0, 0.0), (2.0, 12.5)]
+def test_rates_and_percentiles_start_after_the_last_login() -> None:
+    samples = [
+        Sample(10.0, "POST", "/api/v1/auth/token", 500, True),
+        Sample(11.0, "POST", "/api/v1/orders", 9999, True),  # while another user still logs in: not measured
+        Sample(11.0, "FINAL", "order confirmed", 9999, True),
+        Sample(12.0, "POST", "/api/v1/auth/token", 500, True),
+        *(Sample(12.0 + i, "POST", "/api/v1/orders", ms, True) for i, ms in enumerate([10, 20, 30])),
+        *(Sample(12.0 + i, "FINAL", "order confirmed", ms, True) for i, ms in enumerate([10, 20, 30])),
+    ]
+    result = ModeResult(mode="atomic", samples=samples, collected={}, audit_ok=True, audit_lines=[])
+    summary = summarize(result)
+    assert summary["seconds"] == 2.0
+    assert summary["orders_per_s"] == 1.5
+    assert summary["post_p99"] == 30 and summary["final_p99"] == 30
+    assert summary["seen_confirmed"] == 4  # counts are for the whole run
+    assert orders_per_second_series(samples, bin_seconds=2) == [(0.0, 0.5), (2.0, 1.0), (4.0, 0.5)]
+
+
+def test_reads_samples(tmp_path: Path) -> None:
     samples = tmp_path / "samples.csv"
     samples.write_text("timestamp,type,name,response_time_ms,ok\n1.5,FINAL,order confirmed,12.25,1\n")
     assert read_samples(samples) == [Sample(1.5, "FINAL", "order confirmed", 12.25, True)]
