@@ -1,0 +1,57 @@
+"""Many copies of one request at once, as a client's retries (or a flaky proxy) would send them."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+
+from idempotency.models import IdempotencyKey
+from inventory.models import Product
+from orders.models import Order
+from payments.models import Payment
+from shop.audit import run_audit
+from shop.testing import order_body
+
+REQUESTS = 50
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: every thread sees the others' key rows
+def test_fifty_concurrent_requests_with_one_key_place_exactly_one_order(make_product, make_customer, client_for,
+                                                                        post_order):
+    make_product(sku="SKU-A", stock=100)
+    customer = make_customer()
+    clients = [client_for(customer) for _ in range(REQUESTS)]
+    barrier = threading.Barrier(REQUESTS)
+    responses: list = []
+    lock = threading.Lock()
+
+    def send(client) -> None:  # type: ignore[no-untyped-def]
+        try:
+            barrier.wait()
+            response = post_order(client, order_body([("SKU-A", 1)]), "the-one-key")
+            with lock:
+                responses.append(response)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert len(responses) == REQUESTS
+    originals = [r for r in responses if r.status_code == 201 and "Idempotent-Replayed" not in r]
+    replays = [r for r in responses if r.get("Idempotent-Replayed") == "true"]
+    in_use = [r for r in responses if r.status_code == 409]
+    assert len(originals) == 1, [(r.status_code, r.content) for r in responses]
+    assert len(originals) + len(replays) + len(in_use) == REQUESTS
+    assert all(r.json()["type"] == "/problems/idempotency-key-in-use" for r in in_use)
+    assert all(r.status_code == 201 and r.content == originals[0].content for r in replays)
+    assert Order.objects.count() == 1
+    assert Payment.objects.count() == 1
+    assert Product.objects.get(sku="SKU-A").on_hand == 99
+    assert IdempotencyKey.objects.get().state == IdempotencyKey.State.COMPLETED
+    assert [check.line() for check in run_audit() if not check.ok] == []
