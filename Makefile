@@ -35,8 +35,7 @@ shell: $(VENV)/.installed
 # Load-test each order flow in turn and write reports/<timestamp>/report.{md,html} (loadtests/compare.py).
 # e.g. make compare MODES=atomic USERS=10 DURATION=20s ARGS="--mix tok_decline=0.1 --processes"
 compare: $(VENV)/.installed
-	$(PY) -m loadtests.compare $(if $(MODES),--modes $(MODES)) $(if $(USERS),--users $(USERS)) \
-		$(if $(DURATION),--duration $(DURATION)) $(ARGS)
+	$(PY) -m loadtests.compare $(if $(MODES),--modes $(MODES))$(if $(USERS), --users $(USERS))$(if $(DURATION), --duration $(DURATION)) $(ARGS)
 
 clean-data:
 	rm -rf .data

@@ -451,7 +451,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--spawn-rate", type=float, default=10)
     parser.add_argument("--duration", default="45s", help="of the load, per mode (Locust's -t: 45s, 2m, ...)")
-    parser.add_argument("--customers", type=int, default=mix.customers)
+    parser.add_argument("--customers", type=int, default=50, help="seeded, and logged in as in turn")
     parser.add_argument("--products", type=int, default=mix.products)
     parser.add_argument("--stock", type=int, default=1000, help="units of each product")
     parser.add_argument("--balance-cents", type=int, default=5_000_000, help="each customer's wallet")

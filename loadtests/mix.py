@@ -18,7 +18,8 @@ DEFAULT_TOKEN_SHARES = {"tok_ok": 0.86, "tok_decline": 0.04, "tok_timeout": 0.03
 
 @dataclass(frozen=True)
 class LoadMix:
-    customers: int = 50
+    # manage.py seed's defaults, so a bare `locust -f loadtests/locustfile.py` against `make run` logs in.
+    customers: int = 5
     password: str = "password"
     products: int = 20
     # Share of orders that ask for SKU-0001, the one product everybody wants (contention, then out of stock).
