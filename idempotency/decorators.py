@@ -9,6 +9,8 @@ answered with exactly those bytes plus `Idempotent-Replayed: true`; another body
 repeat while the first still runs is 409 with Retry-After. What is stored is decided by the outcome: a success
 or a BusinessError (declined, out of stock, ...) is the answer for good; a validation error, a transient
 fault or a crash releases the key, so the client can fix the request or simply try again.
+
+Keys are scoped per user, so the handler's view must require authentication.
 """
 
 from __future__ import annotations

@@ -273,3 +273,21 @@ def test_keys_expire_after_the_ttl(world, post_order, settings):
     post_order(world["alice"], order_body([("SKU-A", 1)]), "k-1")
     record = IdempotencyKey.objects.get()
     assert timedelta(hours=5) - timedelta(seconds=5) < record.expires_at - before < timedelta(hours=5, seconds=5)
+
+
+def test_a_purged_key_finds_the_order_it_placed_instead_of_placing_another(world, post_order):
+    first = post_order(world["alice"], order_body([("SKU-A", 1)]), "k-1")
+    IdempotencyKey.objects.all().delete()  # what purge does once the key expired
+
+    # The fresh claim runs the flow, whose order collides with the one carrying the key: that order is the answer.
+    again = post_order(world["alice"], order_body([("SKU-A", 1)]), "k-1")
+    assert again.status_code == 201, again.content
+    assert again.json()["id"] == first.json()["id"]
+    assert Order.objects.count() == 1
+    assert _on_hand() == 9
+    assert Payment.objects.count() == 1
+
+    IdempotencyKey.objects.all().delete()
+    _problem(post_order(world["alice"], order_body([("SKU-A", 2)]), "k-1"), 422, "idempotency-key-reused")
+    assert Order.objects.count() == 1
+    assert _on_hand() == 9

@@ -10,7 +10,7 @@ from shop.testing import order_body
 pytest.importorskip("orders.flows.saga", reason="the saga flow (orders/flows/saga.py) is not there yet")
 
 # No workers are needed: the order stays PENDING, and the replay must not depend on how far the saga got.
-pytestmark = [pytest.mark.saga, pytest.mark.django_db]
+pytestmark = [pytest.mark.saga, pytest.mark.django_db(databases="__all__")]
 
 
 def test_a_repeat_replays_the_202_with_its_location(settings, make_product, make_customer, client_for, post_order):
