@@ -343,7 +343,7 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
                       f"{'a database per service' if split else 'one database'}")
             say(f"{mode}: starting {', '.join(commands)} on {base_url}")
             processes.start()
-            sampler = None
+            sampler, sampler_log = None, None
             try:
                 ready = wait_until_ready(base_url, processes)
                 say(f"{mode}: web ready in {ready:.1f}s; load: {args.users} users (+{args.spawn_rate}/s) for "
@@ -357,7 +357,6 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
                 if sampler is not None:
                     sampler.terminate()
                     sampler.wait(10)
-                    sampler_log.close()
                 say(f"{mode}: load done; draining until every order is final (at most {args.drain_timeout:.0f}s)")
                 collected_run = run_checked(
                     [PYTHON, "-m", "loadtests.collect", "stats", "--drain-timeout", str(args.drain_timeout)],
@@ -374,6 +373,8 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
             finally:
                 if sampler is not None and sampler.poll() is None:
                     sampler.kill()
+                if sampler_log is not None:
+                    sampler_log.close()
                 say(f"{mode}: stopping {', '.join(commands)}")
                 processes.stop()
     finally:
