@@ -91,14 +91,15 @@ def _run(handler: Handler, view: APIView, request: Request, claim: Claim, args: 
             # Turned into its problem+json response here rather than in dispatch, so it can be stored.
             response = view.handle_exception(exc)
         except Exception:
+            # A crash: let a retry run again. (A killed worker raises no Exception; its lease runs out instead.)
             key_release(claim=claim)
             raise
         keep = isinstance(exc, BusinessError)
     if not keep:
         key_release(claim=claim)
         return response
-    # Rendered now to store the exact bytes the client gets; dispatch's own finalize and render are no-ops
-    # on a rendered response.
+    # Rendered now to store the exact bytes the client gets; dispatch finalizing it again changes nothing, and
+    # a rendered response is not rendered twice.
     response = view.finalize_response(request, response, *args, **kwargs)
     if isinstance(response, SimpleTemplateResponse):
         response.render()

@@ -2,7 +2,9 @@
 
 Every write here is a short transaction of its own, never part of the request's business transaction: a key
 must be visible as taken to every other request at once, and must never hold a row lock while the work runs.
-Times come from the database clock (`now()`), so web processes with drifting clocks agree on leases.
+Times come from the database clock, so web processes with drifting clocks agree on leases: always
+statement_timestamp(), the clock of Django's Now() in the selectors, not now(), which stands still for a whole
+transaction.
 
 Those transactions commit without waiting for the WAL flush (synchronous_commit off, for them alone), which
 would otherwise triple the flushes of every order. The order row is the durable record: it carries the key
@@ -96,7 +98,9 @@ def _insert(*, user_id: int, key: str, method: str, path: str, fingerprint: str)
         """
         INSERT INTO {table} (user_id, key, method, path, fingerprint, state, lock_token, locked_until,
                              response_body, response_headers, created_at, expires_at)
-        SELECT %s, %s, %s, %s, %s, %s, %s, now() + %s, '', '{{}}', now(), now() + %s FROM {async_commit}
+        SELECT %s, %s, %s, %s, %s, %s, %s, statement_timestamp() + %s, '', '{{}}', statement_timestamp(),
+               statement_timestamp() + %s
+        FROM {async_commit}
         ON CONFLICT (user_id, key) DO NOTHING
         RETURNING id
         """,
@@ -110,8 +114,8 @@ def _take_over(record: IdempotencyKey) -> Claim | None:
     token = uuid.uuid4()
     rows = _write(
         """
-        UPDATE {table} SET lock_token = %s, locked_until = now() + %s FROM {async_commit}
-        WHERE id = %s AND state = %s AND lock_token = %s AND locked_until <= now()
+        UPDATE {table} SET lock_token = %s, locked_until = statement_timestamp() + %s FROM {async_commit}
+        WHERE id = %s AND state = %s AND lock_token = %s AND locked_until <= statement_timestamp()
         RETURNING id
         """,
         [token, _lease(), record.pk, IdempotencyKey.State.LOCKED, record.lock_token],
@@ -125,10 +129,11 @@ def _restart_expired(record: IdempotencyKey, *, method: str, path: str, fingerpr
     rows = _write(
         """
         UPDATE {table} SET method = %s, path = %s, fingerprint = %s, state = %s, lock_token = %s,
-            locked_until = now() + %s, response_status = NULL, response_body = '', response_headers = '{{}}',
-            created_at = now(), completed_at = NULL, expires_at = now() + %s
+            locked_until = statement_timestamp() + %s, response_status = NULL, response_body = '',
+            response_headers = '{{}}',
+            created_at = statement_timestamp(), completed_at = NULL, expires_at = statement_timestamp() + %s
         FROM {async_commit}
-        WHERE id = %s AND expires_at <= now()
+        WHERE id = %s AND expires_at <= statement_timestamp()
         RETURNING id
         """,
         [method, path, fingerprint, IdempotencyKey.State.LOCKED, token, _lease(), _ttl(), record.pk],
@@ -142,7 +147,7 @@ def key_complete(*, claim: Claim, status: int, body: str, headers: dict[str, str
     rows = _write(
         """
         UPDATE {table} SET state = %s, lock_token = NULL, locked_until = NULL, response_status = %s,
-            response_body = %s, response_headers = %s::jsonb, completed_at = now()
+            response_body = %s, response_headers = %s::jsonb, completed_at = statement_timestamp()
         FROM {async_commit}
         WHERE id = %s AND lock_token = %s AND state = %s
         RETURNING id
