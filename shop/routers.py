@@ -18,15 +18,26 @@ def service_alias(app_label: str) -> str:
     return "default"
 
 
+# Saga instances and their step log belong to the orchestrator, which lives in the orders service. The
+# outbox and inbox tables exist in every service's database; their callers always name the alias.
+ORCHESTRATOR_MODELS = {("sagas", "sagainstance"), ("sagas", "sagasteplog")}
+
+
+def model_alias(model) -> str:  # type: ignore[no-untyped-def]
+    if (model._meta.app_label, model._meta.model_name) in ORCHESTRATOR_MODELS:
+        return service_alias("orders")
+    return service_alias(model._meta.app_label)
+
+
 class ServiceRouter:
     def db_for_read(self, model, **hints):  # type: ignore[no-untyped-def]
-        return service_alias(model._meta.app_label)
+        return model_alias(model)
 
     def db_for_write(self, model, **hints):  # type: ignore[no-untyped-def]
-        return service_alias(model._meta.app_label)
+        return model_alias(model)
 
     def allow_relation(self, obj1, obj2, **hints):  # type: ignore[no-untyped-def]
-        return service_alias(obj1._meta.app_label) == service_alias(obj2._meta.app_label)
+        return model_alias(obj1) == model_alias(obj2)
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):  # type: ignore[no-untyped-def]
         # A service's own database holds only that service's tables (and its outbox/inbox, which the saga

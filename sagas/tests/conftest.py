@@ -118,6 +118,10 @@ def saga_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
     for alias, config in settings.DATABASES.items():
         if alias != "default":
             env[f"{alias.upper()}_DATABASE_URL"] = _url(config)
+    # Forget messages a killed worker left unacknowledged in an earlier session: this is a fresh database.
+    from shop.redis import get_redis
+
+    get_redis().flushdb()
     stack = Stack(env, tmp_path_factory.mktemp("saga-processes"))
     yield stack
     stack.stop_all()
@@ -133,3 +137,11 @@ def saga(saga_stack: Stack, settings) -> Iterator[Stack]:  # type: ignore[no-unt
     yield saga_stack
     if time.monotonic() - started > 60:
         print(saga_stack.logs())
+
+
+@pytest.fixture
+def no_processes(saga_stack: Stack, settings) -> Stack:  # type: ignore[no-untyped-def]
+    """ORDER_FLOW=saga with nothing running: the test itself plays the relay, the workers and the sweeper."""
+    settings.ORDER_FLOW = "saga"
+    saga_stack.stop_all()
+    return saga_stack

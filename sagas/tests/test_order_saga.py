@@ -10,7 +10,8 @@ from django.db import connections
 from inventory.models import Product, Reservation
 from orders.models import Order
 from payments.models import Payment, Wallet
-from sagas.models import InboxMessage, OutboxMessage, SagaInstance, SagaStepLog
+from sagas.models import SagaInstance, SagaStepLog
+from sagas.testing import inbox_count, outbox
 from shipping.models import Shipment
 from shop.audit import run_audit
 from shop.testing import order_body, wait_until
@@ -51,7 +52,7 @@ def timeline(order_id: int) -> list[tuple[str, str, str]]:
 
 
 def assert_audit_clean(stack) -> None:  # type: ignore[no-untyped-def]
-    assert wait_until(lambda: not OutboxMessage.objects.filter(published_at__isnull=True).exists(), timeout=10)
+    assert wait_until(lambda: not outbox(published_at__isnull=True), timeout=10)
     failed = [check.line() for check in run_audit() if not check.ok]
     assert failed == [], stack.logs()
 
@@ -197,8 +198,8 @@ def test_every_message_delivered_twice_changes_nothing_twice(saga, shop_world, m
     assert Product.objects.get(sku="SKU-B").on_hand == 5
     # Every command arrived twice: the second copy found the inbox row and only re-sent the stored reply.
     replies = len(timeline(ok["id"])) - 1 + len(timeline(undeliverable["id"])) - 1
-    assert wait_until(lambda: OutboxMessage.objects.filter(task="sagas.reply").count() == 2 * replies, timeout=15)
-    assert InboxMessage.objects.count() == 2 * replies  # one row per command and per reply, never two
+    assert wait_until(lambda: len(outbox(task="sagas.reply")) == 2 * replies, timeout=15)
+    assert inbox_count() == 2 * replies  # one row per command and per reply, never two
     assert_audit_clean(saga)
 
 
@@ -240,4 +241,4 @@ def test_nothing_is_published_for_a_rejected_request(saga, shop_world):
     response = shop_world["client"].post("/api/v1/orders", order_body([("SKU-NOPE", 1)]), format="json")
     assert response.status_code == 400
     assert Order.objects.count() == 0
-    assert OutboxMessage.objects.count() == 0
+    assert outbox() == []

@@ -23,3 +23,6 @@ CELERY_TASK_DEFAULT_QUEUE = "sagas"
 
 # Redis also serves Django's cache (throttling counters) and the simulated gateway's memory.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# Celery's Django fixup closes every database connection before and after each task unless this is set;
+# reconnecting cost more than the task itself. Connections still honour DB_CONN_MAX_AGE and health checks.
+CELERY_DB_REUSE_MAX = env.get_int("CELERY_DB_REUSE_MAX", 1000, minimum=0)

@@ -1,7 +1,8 @@
 from shop import env
 
 # How long a step may go unanswered before the sweeper re-sends its command (safe: consumers deduplicate).
-SAGA_STEP_TIMEOUT_SECONDS = env.get_float("SAGA_STEP_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# Longer than the queueing delay of a loaded broker, or the re-sends add to the very load that delays them.
+SAGA_STEP_TIMEOUT_SECONDS = env.get_float("SAGA_STEP_TIMEOUT_SECONDS", 30.0, minimum=0.1)
 # Re-sends of one step before an action counts as failed (compensate) or a compensation parks the saga.
 SAGA_MAX_RESENDS = env.get_int("SAGA_MAX_RESENDS", 5, minimum=1)
 # A compensation that failed this many times parks its saga as needing attention (admin: retry).
