@@ -94,7 +94,10 @@ def _django_setup() -> None:
 def _first_time_seed() -> None:
     from django.contrib.auth import get_user_model
 
-    if get_user_model().objects.filter(username="customer1").exists():
+    from inventory.selectors import product_list
+
+    # Both checks: with a database per service, the catalogue may be new while the customers are not.
+    if get_user_model().objects.filter(username="customer1").exists() and product_list().exists():
         _say("reusing the existing data (run `manage.py seed` to reset it)")
         return
     manage("seed")
@@ -157,7 +160,12 @@ def supervise(commands: dict[str, list[str]]) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     with services():
+        from shop.env import SERVICES
+
         manage("migrate", "--noinput", "-v", "0")
+        for service in SERVICES:
+            if os.environ.get(f"{service.upper()}_DATABASE_URL"):
+                manage("migrate", "--noinput", "-v", "0", "--database", service)
         _django_setup()
         from django.conf import settings
 
