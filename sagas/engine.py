@@ -19,6 +19,7 @@ from django.utils import timezone
 from sagas.definitions import SagaDefinition, Step, get_definition, register
 from sagas.models import SagaInstance, SagaStepLog
 from sagas.outbox import outbox_send
+from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ State = SagaInstance.State
 Direction = SagaStepLog.Direction
 Outcome = SagaStepLog.Outcome
 
-__all__ = ["handle_reply", "inbox_claim", "register", "saga_retry", "saga_start", "sweep"]
+__all__ = ["build_reply", "handle_reply", "inbox_claim", "register", "saga_retry", "saga_start", "sweep"]
 
 
 def orchestrator_alias(definition: SagaDefinition) -> str:
@@ -84,14 +85,61 @@ def _command(saga: SagaInstance, definition: SagaDefinition, direction: str) -> 
 
 
 def _send(saga: SagaInstance, definition: SagaDefinition, direction: str, *, delay_seconds: float = 0.0) -> None:
-    """Write the command for the saga's current step to the outbox and wait for its reply."""
+    """Issue the command for the saga's current step and wait for its reply.
+
+    A step of the orchestrator's own service runs right here, in the orchestrator's transaction (a local
+    step: no message, no inbox needed, since it commits with the saga's new state). Any other step, or a
+    local step that hit a transient fault, is a command in the outbox.
+    """
     message, step = _command(saga, definition, direction)
     task = step.action if direction == Direction.ACTION else step.compensation
     assert task is not None
+    saga.current_message = message
+    if step.service == definition.service and not delay_seconds:
+        reply = _run_local(message, task, using=orchestrator_alias(definition))
+        if reply is not None:
+            _apply_reply(saga, definition, reply)
+            return
     outbox_send(using=orchestrator_alias(definition), queue=step.service, task=task, payload=message,
                 message_id=message["id"], delay_seconds=delay_seconds)
-    saga.current_message = message
     saga.step_deadline = timezone.now() + timedelta(seconds=settings.SAGA_STEP_TIMEOUT_SECONDS + delay_seconds)
+
+
+def build_reply(command: dict, outcome: str, *, result: dict | None = None, error: Exception | None = None) -> dict:
+    return {
+        # Derived from the command, so re-computing a lost reply gives the same id (deduplicated upstream).
+        "id": str(uuid.uuid5(uuid.UUID(command["id"]), "reply")),
+        "command_id": command["id"],
+        "saga_id": command["saga_id"],
+        "saga": command["saga"],
+        "step": command["step"],
+        "direction": command["direction"],
+        "outcome": outcome,
+        "result": result or {},
+        "error": {"code": getattr(error, "code", "error"), "detail": str(error)} if error else None,
+    }
+
+
+def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
+    """Run a local step's handler in a savepoint; None when it must go through the queue instead."""
+    from shop.celery import app
+
+    if task_name not in app.tasks:
+        # Outside a worker, Celery has not imported the apps' task modules yet.
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules("tasks")
+    handler = getattr(app.tasks.get(task_name), "handler", None)
+    if handler is None:
+        return None
+    try:
+        with transaction.atomic(using=using):
+            result = handler(data=command["data"], key=command["key"], failure=command.get("failure"))
+    except BusinessError as exc:
+        return build_reply(command, Outcome.BUSINESS, error=exc)
+    except TransientError:
+        return None
+    return build_reply(command, Outcome.OK, result=result)
 
 
 def _log(saga: SagaInstance, definition: SagaDefinition, *, outcome: str, direction: str,
@@ -104,6 +152,24 @@ def _log(saga: SagaInstance, definition: SagaDefinition, *, outcome: str, direct
         error_code=(error or {}).get("code", "")[:40], error_detail=(error or {}).get("detail", "")[:300],
         duration_ms=duration_ms,
     )
+
+
+def _record(saga: SagaInstance, log: SagaStepLog) -> None:
+    if not hasattr(saga, "pending_logs"):
+        saga.pending_logs = []  # type: ignore[attr-defined]
+    saga.pending_logs.append(log)  # type: ignore[attr-defined]
+
+
+def _save(saga: SagaInstance, *, using: str, created: bool = False) -> None:
+    """Persist the saga and the step log entries recorded since it was loaded (in their order)."""
+    if created:
+        saga.save(using=using, force_insert=True)
+    else:
+        saga.version += 1
+        saga.save(using=using)
+    logs = getattr(saga, "pending_logs", [])
+    SagaStepLog.objects.using(using).bulk_create(logs)
+    saga.pending_logs = []  # type: ignore[attr-defined]
 
 
 def _move(saga: SagaInstance, to: str) -> None:
@@ -126,12 +192,10 @@ def saga_start(*, definition: SagaDefinition, data: dict) -> SagaInstance:
         saga_type=definition.name, data=data, current_step=first,
         deadline=timezone.now() + timedelta(seconds=settings.SAGA_DEADLINE_SECONDS),
     )
-    alias = orchestrator_alias(definition)
+    for index in range(first):
+        _record(saga, _log(saga, definition, outcome=Outcome.OK, direction=Direction.ACTION, step=index))
     _send(saga, definition, Direction.ACTION)
-    saga.save(using=alias, force_insert=True)
-    SagaStepLog.objects.using(alias).bulk_create(
-        [_log(saga, definition, outcome=Outcome.OK, direction=Direction.ACTION, step=i) for i in range(first)]
-    )
+    _save(saga, using=orchestrator_alias(definition), created=True)
     return saga
 
 
@@ -223,17 +287,21 @@ def handle_reply(reply: dict) -> str:
                 or waiting_for["id"] != reply["command_id"]:
             # An answer to a command the saga no longer waits for (re-sent, retried, or already handled).
             return "stale"
-        direction = waiting_for["direction"]
-        log = _log(saga, definition, outcome=reply["outcome"], direction=direction, message_id=reply["command_id"],
-                   error=reply.get("error"), duration_ms=_duration_ms(waiting_for))
-        if direction == Direction.ACTION:
-            _on_action_reply(saga, definition, reply)
-        else:
-            _on_compensation_reply(saga, definition, reply)
-        saga.version += 1
-        saga.save(using=alias)
-        log.save(using=alias)
+        _apply_reply(saga, definition, reply)
+        _save(saga, using=alias)
     return "advanced"
+
+
+def _apply_reply(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> None:
+    """Log the reply to the command the saga waits for, and move the saga on."""
+    command = saga.current_message
+    _record(saga, _log(saga, definition, outcome=reply["outcome"], direction=command["direction"],
+                       message_id=reply["command_id"], error=reply.get("error"),
+                       duration_ms=_duration_ms(command)))
+    if command["direction"] == Direction.ACTION:
+        _on_action_reply(saga, definition, reply)
+    else:
+        _on_compensation_reply(saga, definition, reply)
 
 
 def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
@@ -251,6 +319,7 @@ def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
             message = saga.current_message
             direction = message["direction"]
             log = _log(saga, definition, outcome=Outcome.RESENT, direction=direction, message_id=message["id"])
+            _record(saga, log)
             if saga.resends >= settings.SAGA_MAX_RESENDS:
                 log.error_code, log.error_detail = "step_timeout", "no reply after every re-send"
                 if direction == Direction.ACTION:
@@ -266,9 +335,7 @@ def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
                 # The same message id: a consumer that already handled it answers again and does nothing.
                 outbox_send(using=alias, queue=step.service, task=task, payload=message, message_id=message["id"])
                 saga.step_deadline = now + timedelta(seconds=settings.SAGA_STEP_TIMEOUT_SECONDS)
-            saga.version += 1
-            saga.save(using=alias)
-            log.save(using=alias)
+            _save(saga, using=alias)
     return len(overdue)
 
 
@@ -283,6 +350,5 @@ def saga_retry(*, saga_id: uuid.UUID | str, saga_type: str) -> bool:
         _move(saga, State.COMPENSATING)
         saga.attempt, saga.resends = 1, 0
         _send(saga, definition, Direction.COMPENSATION)
-        saga.version += 1
-        saga.save(using=alias)
+        _save(saga, using=alias)
     return True

@@ -14,13 +14,12 @@ away) rolls everything back and the task is retried.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 
 from celery import shared_task
 from django.db import DatabaseError, transaction
 
-from sagas.engine import REPLY_TASK, inbox_claim
+from sagas.engine import REPLY_TASK, build_reply, inbox_claim
 from sagas.models import InboxMessage
 from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
@@ -29,21 +28,6 @@ from shop.routers import service_alias
 logger = logging.getLogger(__name__)
 
 Handler = Callable[..., dict | None]
-
-
-def _reply(command: dict, outcome: str, *, result: dict | None = None, error: Exception | None = None) -> dict:
-    return {
-        # Derived from the command, so re-computing a lost reply gives the same id (deduplicated upstream).
-        "id": str(uuid.uuid5(uuid.UUID(command["id"]), "reply")),
-        "command_id": command["id"],
-        "saga_id": command["saga_id"],
-        "saga": command["saga"],
-        "step": command["step"],
-        "direction": command["direction"],
-        "outcome": outcome,
-        "result": result or {},
-        "error": {"code": getattr(error, "code", "error"), "detail": str(error)} if error else None,
-    }
 
 
 def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
@@ -58,11 +42,11 @@ def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
         try:
             with transaction.atomic(using=alias):
                 result = handler(data=message["data"], key=message["key"], failure=message.get("failure"))
-            reply = _reply(message, "ok", result=result)
+            reply = build_reply(message, "ok", result=result)
         except BusinessError as exc:
-            reply = _reply(message, "business", error=exc)
+            reply = build_reply(message, "business", error=exc)
         except TransientError as exc:
-            reply = _reply(message, "transient", error=exc)
+            reply = build_reply(message, "transient", error=exc)
         InboxMessage.objects.using(alias).filter(consumer=service, message_id=message["id"]).update(reply=reply)
         outbox_send(using=alias, queue=message["reply_queue"], task=REPLY_TASK, payload=reply, message_id=reply["id"])
     return reply
