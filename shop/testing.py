@@ -24,3 +24,30 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:  #
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def all_at_once(calls: list, *, timeout: float = 60) -> list:  # type: ignore[type-arg]
+    """Run every callable in its own thread, released together by a barrier; return their results in order.
+
+    Each thread closes its database connections at the end: they are its own, and PostgreSQL counts them.
+    """
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = calls[index]()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return results

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 
 import pytest
-from django.db import connections
 
 from idempotency.models import IdempotencyKey
 from inventory.models import Product
 from orders.models import Order
 from payments.models import Payment
 from shop.audit import run_audit
-from shop.testing import order_body
+from shop.testing import all_at_once, order_body
 
 REQUESTS = 50
 
@@ -23,24 +22,9 @@ def test_fifty_concurrent_requests_with_one_key_place_exactly_one_order(make_pro
     make_product(sku="SKU-A", stock=100)
     customer = make_customer()
     clients = [client_for(customer) for _ in range(REQUESTS)]
-    barrier = threading.Barrier(REQUESTS)
-    responses: list = []
-    lock = threading.Lock()
-
-    def send(client) -> None:  # type: ignore[no-untyped-def]
-        try:
-            barrier.wait()
-            response = post_order(client, order_body([("SKU-A", 1)]), "the-one-key")
-            with lock:
-                responses.append(response)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    responses = all_at_once([
+        functools.partial(post_order, client, order_body([("SKU-A", 1)]), "the-one-key") for client in clients
+    ])
 
     assert len(responses) == REQUESTS
     originals = [r for r in responses if r.status_code == 201 and "Idempotent-Replayed" not in r]

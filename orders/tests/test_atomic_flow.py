@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 
 import pytest
-from django.db import connections
 
 from inventory.models import Product, Reservation
 from orders.flows import place_order
@@ -14,7 +13,7 @@ from orders.services import PlaceOrder
 from payments.models import Payment, Wallet
 from shipping.models import Shipment
 from shop.audit import run_audit
-from shop.testing import ADDRESS, order_body
+from shop.testing import ADDRESS, all_at_once, order_body
 
 pytestmark = pytest.mark.django_db
 
@@ -112,25 +111,13 @@ def test_hot_sku_under_concurrency_sells_exactly_the_stock(make_product, make_cu
     make_product(sku="SKU-HOT", stock=10, price_cents=500)
     customers = [make_customer(balance_cents=100_000) for _ in range(8)]
     clients = [client_for(customers[i % len(customers)]) for i in range(40)]
-    barrier = threading.Barrier(len(clients))
-    statuses: list[int] = []
-    lock = threading.Lock()
 
-    def buy(client) -> None:  # type: ignore[no-untyped-def]
-        try:
-            barrier.wait()
-            response = client.post("/api/v1/orders", order_body([("SKU-HOT", 1)]), format="json")
-            with lock:
-                statuses.append(response.status_code)
-        finally:
-            connections.close_all()
+    responses = all_at_once([
+        functools.partial(client.post, "/api/v1/orders", order_body([("SKU-HOT", 1)]), format="json")
+        for client in clients
+    ])
 
-    threads = [threading.Thread(target=buy, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-
+    statuses = [response.status_code for response in responses]
     assert sorted(statuses) == [201] * 10 + [409] * 30
     assert Product.objects.get(sku="SKU-HOT").on_hand == 0
     assert Order.objects.filter(status=Order.Status.CONFIRMED).count() == 10

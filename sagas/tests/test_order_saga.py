@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections import Counter
 
 import pytest
-from django.db import connections
 
 from inventory.models import Product, Reservation
 from orders.models import Order
@@ -15,7 +14,7 @@ from sagas.models import SagaInstance, SagaStepLog
 from sagas.testing import inbox_count, outbox
 from shipping.models import Shipment
 from shop.audit import run_audit
-from shop.testing import order_body, wait_until
+from shop.testing import all_at_once, order_body, wait_until
 
 pytestmark = [pytest.mark.saga, pytest.mark.django_db(transaction=True, databases="__all__")]
 
@@ -216,24 +215,11 @@ def test_hot_sku_sells_exactly_the_stock(saga, make_product, make_customer, clie
     make_product(sku="SKU-HOT", stock=10, price_cents=500)
     customers = [make_customer(balance_cents=100_000) for _ in range(8)]
     clients = [client_for(customers[i % len(customers)]) for i in range(40)]
-    barrier = threading.Barrier(len(clients))
-    ids: list[int] = []
-    lock = threading.Lock()
-
-    def buy(client) -> None:  # type: ignore[no-untyped-def]
-        try:
-            barrier.wait()
-            response = client.post("/api/v1/orders", order_body([("SKU-HOT", 1)]), format="json")
-            with lock:
-                ids.append(response.json()["id"] if response.status_code == 202 else -response.status_code)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=buy, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    responses = all_at_once([
+        functools.partial(client.post, "/api/v1/orders", order_body([("SKU-HOT", 1)]), format="json")
+        for client in clients
+    ])
+    ids = [response.json()["id"] if response.status_code == 202 else -response.status_code for response in responses]
 
     assert len(ids) == 40 and all(i > 0 for i in ids)
     assert wait_until(lambda: not SagaInstance.objects.filter(state__in=SagaInstance.ACTIVE).exists(), timeout=90), \
