@@ -49,6 +49,7 @@ from loadtests.report import (
     read_samples,
     write_report,
 )
+from shop import pgadmin
 from shop.env import ORDER_FLOWS, SERVICES
 from shop.launcher import REPO_ROOT, services
 
@@ -118,32 +119,6 @@ def duration_seconds(text: str) -> float:
 
 def _with_path(url: str, path: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=path))
-
-
-def _admin_connection(server_url: str):  # type: ignore[no-untyped-def]
-    import dj_database_url
-    import psycopg
-
-    config = dj_database_url.parse(server_url)
-    return psycopg.connect(host=config["HOST"] or None, port=config["PORT"] or None, user=config["USER"] or None,
-                           password=config["PASSWORD"] or None, dbname="postgres", autocommit=True)
-
-
-def create_database(server_url: str, name: str) -> str:
-    """A new, empty database `name` on the server of `server_url`; returns its URL."""
-    from psycopg import sql
-
-    with _admin_connection(server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return _with_path(server_url, f"/{name}")
-
-
-def drop_database(server_url: str, name: str) -> None:
-    from psycopg import sql
-
-    with _admin_connection(server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextlib.contextmanager
@@ -319,7 +294,7 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
     base_name = f"compare_{run_id}_{mode}"
     names = {"default": base_name, **({s: f"{base_name}_{s}" for s in SERVICES} if split else {})}
     say(f"{mode}: fresh database{'s' if split else ''} {', '.join(names.values())}")
-    urls = {alias: create_database(server_url, name) for alias, name in names.items()}
+    urls = {alias: pgadmin.create_database(server_url, name, fresh=True) for alias, name in names.items()}
     audit_ok = False
     try:
         with empty_redis_database(os.environ["REDIS_URL"], owner=run_id) as redis_url:
@@ -380,7 +355,7 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
     finally:
         if audit_ok and not args.keep_databases:
             for name in names.values():
-                drop_database(server_url, name)
+                pgadmin.drop_database(server_url, name)
         elif not audit_ok:
             say(f"{mode}: keeping database(s) {', '.join(names.values())} for inspection")
     return ModeResult(

@@ -38,23 +38,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
-def _fresh_database(base_url: str) -> str:
-    import dj_database_url
-    import psycopg
-
-    config = dj_database_url.parse(base_url)
-    name = f"{config['NAME']}_bench"
-    params = {"host": config["HOST"], "port": config["PORT"] or None, "user": config["USER"] or None,
-              "password": config["PASSWORD"] or None}
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlsplit(base_url)._replace(path=f"/{name}").geturl()
-
-
 def outer(args: argparse.Namespace) -> int:
     """Prepare the bench database, start the saga processes, run the measurements in a child process."""
-    database_url = _fresh_database(os.environ["DATABASE_URL"])
+    import dj_database_url
+
+    from shop.pgadmin import create_database
+
+    base = os.environ["DATABASE_URL"]
+    database_url = create_database(base, f"{dj_database_url.parse(base)['NAME']}_bench", fresh=True)
     redis_url = urlsplit(os.environ["REDIS_URL"])._replace(path="/2").geturl()
     env = {**os.environ, "ORDER_FLOW": "saga", "DATABASE_URL": database_url, "REDIS_URL": redis_url}
     for variable in ("ORDERS", "PAYMENTS", "INVENTORY", "SHIPPING"):

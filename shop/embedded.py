@@ -89,18 +89,12 @@ def start_postgres() -> str:
 
 def ensure_database(name: str) -> str:
     """Create database `name` on the embedded server if it does not exist; return its URL."""
-    import psycopg
+    from shop.pgadmin import create_database
 
     admin_url = running_database_url("postgres")
     if admin_url is None:
         raise RuntimeError("the embedded PostgreSQL is not running")
-    info = _postmaster_info()
-    with psycopg.connect(host=str(info.socket_path.parent), user="postgres", dbname="postgres",
-                         autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    return _database_url(str(info.socket_path.parent), name)
+    return create_database(admin_url, name)
 
 
 def stop_postgres() -> None:

@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from shop import embedded
 
@@ -60,24 +59,17 @@ def services(*, redis_db: int = 0) -> Iterator[None]:
 def _ensure_service_databases() -> None:
     """Give every service its own database on the DATABASE_URL server (unless its URL is already set)."""
     import dj_database_url
-    import psycopg
 
     from shop.env import SERVICES
+    from shop.pgadmin import create_database
 
     base = os.environ["DATABASE_URL"]
-    config = dj_database_url.parse(base)
-    params = {"host": config["HOST"], "port": config["PORT"] or None, "user": config["USER"] or None,
-              "password": config["PASSWORD"] or None}
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        for service in SERVICES:
-            variable = f"{service.upper()}_DATABASE_URL"
-            if os.environ.get(variable):
-                continue
-            name = f"{config['NAME']}_{service}"
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
-            os.environ[variable] = urlsplit(base)._replace(path=f"/{name}").geturl()
-    _say("a database per service: " + ", ".join(f"{config['NAME']}_{s}" for s in SERVICES))
+    prefix = dj_database_url.parse(base)["NAME"]
+    for service in SERVICES:
+        variable = f"{service.upper()}_DATABASE_URL"
+        if not os.environ.get(variable):
+            os.environ[variable] = create_database(base, f"{prefix}_{service}")
+    _say("a database per service: " + ", ".join(f"{prefix}_{s}" for s in SERVICES))
 
 
 def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
