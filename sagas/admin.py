@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from sagas.engine import saga_retry
 from sagas.models import InboxMessage, OutboxMessage, SagaInstance, SagaStepLog
-from sagas.outbox import outbox_backlog
+from sagas.selectors import outbox_stats
 
 
 class SagaStepLogInline(admin.TabularInline):
@@ -61,9 +61,11 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     actions = ["republish"]
 
     def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
-        pending, oldest = outbox_backlog(using="default")
-        self.message_user(request, f"Pending: {pending} message(s); oldest pending: {oldest:.1f} s old.",
-                          messages.INFO)
+        # Over every database: with a database per service, each service's outbox lives in its own.
+        stats = outbox_stats()
+        self.message_user(request, f"Pending in every outbox: {stats['pending']} message(s); oldest pending: "
+                                   f"{stats['oldest_pending_age_seconds']:.1f} s old. (Listed below: the default "
+                                   "database's outbox.)", messages.INFO)
         return super().changelist_view(request, extra_context)
 
     @admin.action(description="Publish the selected messages again")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -104,6 +105,43 @@ def stop_postgres() -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(info.pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint, exit
     _wait_gone(info.pid, 30)
+
+
+# -- Who is using them ---------------------------------------------------------------------------------------
+# `make run`, `make test` and `make compare` may run side by side on the same servers: each launcher registers
+# here, and the last one to leave stops the servers.
+
+
+@contextlib.contextmanager
+def clients_lock() -> Iterator[None]:
+    import fcntl
+
+    with open(data_dir() / "clients.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _clients() -> Path:
+    path = data_dir() / "clients"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def client_join() -> None:
+    """Register this process as a user of the embedded servers (call under clients_lock)."""
+    (_clients() / str(os.getpid())).touch()
+
+
+def client_leave() -> bool:
+    """Unregister this process; True when no other live process uses the servers (call under clients_lock)."""
+    (_clients() / str(os.getpid())).unlink(missing_ok=True)
+    alive = False
+    for entry in _clients().iterdir():
+        if entry.name.isdigit() and _pid_alive(int(entry.name)):
+            alive = True
+        else:
+            entry.unlink(missing_ok=True)  # left by a process that died without leaving
+    return not alive
 
 
 # -- Redis --------------------------------------------------------------------------------------------------

@@ -33,27 +33,34 @@ def _say(message: str) -> None:
 @contextlib.contextmanager
 def services(*, redis_db: int = 0) -> Iterator[None]:
     """DATABASE_URL and REDIS_URL point at live servers inside this block (Redis database `redis_db` of the
-    embedded server, so tests never share a broker with a running shop)."""
-    started: list = []
+    embedded server, so tests never share a broker with a running shop).
+
+    Embedded servers are started when needed and stopped by the last launcher that uses them.
+    """
+    embedded_postgres = not os.environ.get("DATABASE_URL")
+    embedded_redis = not os.environ.get("REDIS_URL")
+    uses_embedded = embedded_postgres or embedded_redis
     try:
-        if not os.environ.get("DATABASE_URL"):
-            already = embedded.running_database_url() is not None
-            os.environ["DATABASE_URL"] = embedded.start_postgres()
-            if not already:
-                started.append(embedded.stop_postgres)
-            _say(f"embedded PostgreSQL at {embedded.data_dir() / 'postgres'}")
+        if uses_embedded:
+            with embedded.clients_lock():
+                embedded.client_join()
+                if embedded_postgres:
+                    os.environ["DATABASE_URL"] = embedded.start_postgres()
+                    _say(f"embedded PostgreSQL at {embedded.data_dir() / 'postgres'}")
+                if embedded_redis:
+                    os.environ["REDIS_URL"] = embedded.start_redis(database=redis_db)
+                    _say(f"embedded Redis at {os.environ['REDIS_URL']}")
         if os.environ.get("SHOP_DB_PER_SERVICE") == "1":
             _ensure_service_databases()
-        if not os.environ.get("REDIS_URL"):
-            already = embedded.running_redis_url() is not None
-            os.environ["REDIS_URL"] = embedded.start_redis(database=redis_db)
-            if not already:
-                started.append(embedded.stop_redis)
-            _say(f"embedded Redis at {os.environ['REDIS_URL']}")
         yield
     finally:
-        for stop in reversed(started):
-            stop()
+        if uses_embedded:
+            with embedded.clients_lock():
+                if embedded.client_leave():
+                    if embedded_redis:
+                        embedded.stop_redis()
+                    if embedded_postgres:
+                        embedded.stop_postgres()
 
 
 def _ensure_service_databases() -> None:
