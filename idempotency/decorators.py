@@ -25,10 +25,9 @@ from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.template.response import SimpleTemplateResponse
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from idempotency.errors import IdempotencyError, InvalidIdempotencyKey, MissingIdempotencyKey
+from idempotency.errors import InvalidIdempotencyKey, MissingIdempotencyKey
 from idempotency.services import (
     Claim,
     StoredResponse,
@@ -38,7 +37,6 @@ from idempotency.services import (
     request_fingerprint,
 )
 from shop.errors import BusinessError
-from shop.problems import problem_body, problem_response
 
 KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -61,18 +59,16 @@ def idempotent(handler: Handler) -> Handler:
         key = request.headers.get(KEY_HEADER)
         if key is None and not settings.IDEMPOTENCY_KEY_REQUIRED:
             return handler(view, request, *args, **kwargs)
-        try:
-            if key is None:
-                raise MissingIdempotencyKey(f"Send an {KEY_HEADER} header (1-255 printable characters) so "
-                                            "this request can be retried safely.")
-            if not _VALID_KEY.fullmatch(key):
-                raise InvalidIdempotencyKey(f"An {KEY_HEADER} is 1 to 255 printable ASCII characters.")
-            path = request.get_full_path()
-            fingerprint = request_fingerprint(method=request.method, path=path, body=request.data)
-            outcome = key_claim(user_id=request.user.pk, key=key, method=request.method, path=path,
-                                fingerprint=fingerprint)
-        except IdempotencyError as exc:
-            return _problem(request, exc)
+        # An IdempotencyError raised here is answered by the API's exception handler, like any ShopError.
+        if key is None:
+            raise MissingIdempotencyKey(f"Send an {KEY_HEADER} header (1-255 printable characters) so "
+                                        "this request can be retried safely.")
+        if not _VALID_KEY.fullmatch(key):
+            raise InvalidIdempotencyKey(f"An {KEY_HEADER} is 1 to 255 printable ASCII characters.")
+        path = request.get_full_path()
+        fingerprint = request_fingerprint(method=request.method, path=path, body=request.data)
+        outcome = key_claim(user_id=request.user.pk, key=key, method=request.method, path=path,
+                            fingerprint=fingerprint)
         if isinstance(outcome, StoredResponse):
             return _replay(outcome)
         setattr(request, _CLAIM_ATTRIBUTE, outcome)
@@ -111,9 +107,3 @@ def _run(handler: Handler, view: APIView, request: Request, claim: Claim, args: 
 def _replay(stored: StoredResponse) -> HttpResponse:
     return HttpResponse(stored.body, status=stored.status, headers={**stored.headers, REPLAYED_HEADER: "true"})
 
-
-def _problem(request: Request, exc: IdempotencyError) -> Response:
-    body = problem_body(code=exc.code, title=exc.title, status=exc.status, detail=exc.detail,
-                        instance=request.get_full_path())
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return problem_response(body, headers)

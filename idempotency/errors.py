@@ -8,9 +8,6 @@ from shop.errors import ShopError
 class IdempotencyError(ShopError):
     """Refused because of the key, before anything was done: never stored, so the same key stays usable."""
 
-    # Seconds after which a retry may succeed; sent as Retry-After when set.
-    retry_after: int | None = None
-
 
 class MissingIdempotencyKey(IdempotencyError):
     code = "missing_idempotency_key"

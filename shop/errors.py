@@ -13,6 +13,9 @@ class ShopError(Exception):
     code = "error"
     status = 500
     title = "Error"
+    # Seconds after which the same request may succeed, sent as Retry-After; None when retrying as is would
+    # be answered the same (a business outcome).
+    retry_after: int | None = None
 
     def __init__(self, detail: str = "", **extra: object) -> None:
         super().__init__(detail or self.title)
@@ -26,6 +29,8 @@ class BusinessError(ShopError):
 
 class TransientError(ShopError):
     """A fault that may go away: retry with backoff, then give up."""
+
+    retry_after = 1
 
 
 class OutOfStock(BusinessError):

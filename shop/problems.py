@@ -14,7 +14,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from shop.errors import ShopError, TransientError
+from shop.errors import ShopError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -83,8 +83,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ShopError):
         body = problem_body(code=exc.code, title=exc.title, status=exc.status, detail=exc.detail,
                             instance=instance, **exc.extra)
-        # Only a transient fault is worth retrying as is; a business outcome would be answered the same again.
-        headers = {"Retry-After": "1"} if isinstance(exc, TransientError) else None
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         return problem_response(body, headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
