@@ -34,11 +34,9 @@ def _saga_selector(name: str) -> Callable[[], Any] | None:
 
     if settings.ORDER_FLOW == "atomic":
         return None
-    try:
-        from sagas import selectors
-    except ImportError:
-        return None
-    return getattr(selectors, name, None)
+    from sagas import selectors
+
+    return getattr(selectors, name)
 
 
 def order_counts() -> dict[str, Any]:

@@ -45,13 +45,21 @@ class Check:
         return f"{self.name:<14} FAIL  {len(self.violations)} violation(s): {shown}{more}"
 
 
-def _orders() -> dict[int, Order]:
-    return {order.pk: order for order in orders_for_audit()}
+@dataclass
+class Facts:
+    """What several checks read, read once."""
+
+    orders: dict[int, Order]
+    payments: dict[int, tuple[str, int, int]]
+
+    @classmethod
+    def read(cls) -> Facts:
+        return cls(orders={order.pk: order for order in orders_for_audit()}, payments=payments_by_order())
 
 
-def check_money(orders: dict[int, Order]) -> Check:
+def check_money(facts: Facts) -> Check:
     check = Check("I1 money")
-    payments = payments_by_order()
+    orders, payments = facts.orders, facts.payments
     for order_id, order in orders.items():
         payment = payments.get(order_id)
         if order.status == Order.Status.CONFIRMED:
@@ -74,8 +82,9 @@ def check_money(orders: dict[int, Order]) -> Check:
     return check
 
 
-def check_stock(orders: dict[int, Order]) -> Check:
+def check_stock(facts: Facts) -> Check:
     check = Check("I2 stock")
+    orders = facts.orders
     totals = stock_totals()
     for sku, t in sorted(totals.items()):
         if t["on_hand"] < 0:
@@ -105,10 +114,10 @@ def check_stock(orders: dict[int, Order]) -> Check:
     return check
 
 
-def check_access(orders: dict[int, Order]) -> Check:
+def check_access(facts: Facts) -> Check:
     check = Check("I6 access")
     user_ids = set(get_user_model().objects.values_list("pk", flat=True))
-    payments = payments_by_order()
+    orders, payments = facts.orders, facts.payments
     for order_id, order in orders.items():
         if order.customer_id not in user_ids:
             check.violations.append(f"order {order_id} belongs to unknown customer {order.customer_id}")
@@ -119,11 +128,12 @@ def check_access(orders: dict[int, Order]) -> Check:
     return check
 
 
-def check_sagas(orders: dict[int, Order]) -> Check:
+def check_sagas(facts: Facts) -> Check:
     check = Check("I3 saga")
     expected = {Order.Status.CONFIRMED: {State.COMPLETED}, Order.Status.FAILED: {State.COMPENSATED},
                 Order.Status.PENDING: set(SagaInstance.ACTIVE)}
     states = saga_states_by_order()
+    orders = facts.orders
     for saga in sagas_overdue():
         check.violations.append(f"saga {saga.pk} is {saga.state} past its deadline or parked")
     for order_id, order in orders.items():
@@ -137,7 +147,7 @@ def check_sagas(orders: dict[int, Order]) -> Check:
     return check
 
 
-def check_outbox(orders: dict[int, Order]) -> Check:
+def check_outbox(facts: Facts) -> Check:
     check = Check("I5 outbox")
     stats = outbox_stats()
     if stats["pending"] and stats["oldest_pending_age_seconds"] > OUTBOX_LAG_LIMIT_SECONDS:
@@ -148,10 +158,10 @@ def check_outbox(orders: dict[int, Order]) -> Check:
     return check
 
 
-CHECKS: list[Callable[[dict[int, Order]], Check]] = [check_money, check_stock, check_sagas, check_outbox,
+CHECKS: list[Callable[[Facts], Check]] = [check_money, check_stock, check_sagas, check_outbox,
                                                      check_access]
 
 
 def run_audit() -> list[Check]:
-    orders = _orders()
-    return [check(orders) for check in CHECKS]
+    facts = Facts.read()
+    return [check(facts) for check in CHECKS]
