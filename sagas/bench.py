@@ -60,12 +60,13 @@ def outer(args: argparse.Namespace) -> int:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
+    from sagas.processes import QUEUES, relay_command, sweeper_command, worker_command
+
+    # One database here, so one relay.
     processes = {
-        "worker": [PYTHON, "-m", "celery", "-A", "shop", "worker", "-Q", "orders,payments,inventory,shipping,sagas",
-                   "--concurrency", str(args.worker_concurrency), "--loglevel", "WARNING", "--without-gossip",
-                   "--without-mingle", "--without-heartbeat", "-n", "bench@%h"],
-        "relay": [PYTHON, "manage.py", "outbox_relay"],
-        "sweeper": [PYTHON, "manage.py", "saga_sweeper"],
+        "worker": worker_command(PYTHON, QUEUES, "bench", args.worker_concurrency),
+        "relay": relay_command(PYTHON),
+        "sweeper": sweeper_command(PYTHON),
     }
     children = {name: subprocess.Popen(argv, cwd=REPO_ROOT, env=env, start_new_session=True)
                 for name, argv in processes.items()}

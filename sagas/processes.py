@@ -20,6 +20,14 @@ def worker_command(python: str, queues: tuple[str, ...], name: str, concurrency:
             "--without-heartbeat"]
 
 
+def relay_command(python: str, alias: str = "default") -> list[str]:
+    return [python, "manage.py", "outbox_relay", "--database", alias]
+
+
+def sweeper_command(python: str) -> list[str]:
+    return [python, "manage.py", "saga_sweeper"]
+
+
 def saga_process_commands(python: str, *, per_service_workers: bool = False,
                           concurrency: int = 4) -> dict[str, list[str]]:
     commands: dict[str, list[str]] = {}
@@ -29,6 +37,6 @@ def saga_process_commands(python: str, *, per_service_workers: bool = False,
     else:
         commands["worker"] = worker_command(python, QUEUES, "all", concurrency)
     for alias in relay_aliases():
-        commands[f"relay-{alias}"] = [python, "manage.py", "outbox_relay", "--database", alias]
-    commands["sweeper"] = [python, "manage.py", "saga_sweeper"]
+        commands[f"relay-{alias}"] = relay_command(python, alias)
+    commands["sweeper"] = sweeper_command(python)
     return commands

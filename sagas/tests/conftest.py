@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 
-from sagas.processes import QUEUES, relay_aliases, worker_command
+from sagas.processes import QUEUES, relay_aliases, relay_command, sweeper_command, worker_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -77,14 +77,14 @@ class Stack:
         self.start(name, worker_command(PYTHON, queues, name, 2), **env)
 
     def relay(self, name: str = "relay", alias: str = "default", **env: str) -> None:
-        self.start(name, [PYTHON, "manage.py", "outbox_relay", "--database", alias], **env)
+        self.start(name, relay_command(PYTHON, alias), **env)
 
     def relays(self, **env: str) -> None:
         for alias in relay_aliases():
             self.relay(f"relay-{alias}", alias, **env)
 
     def sweeper(self) -> None:
-        self.start("sweeper", [PYTHON, "manage.py", "saga_sweeper"])
+        self.start("sweeper", sweeper_command(PYTHON))
 
     def standard(self) -> None:
         """Make the running set exactly the standard layout (fault tests change it)."""
