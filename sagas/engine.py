@@ -145,19 +145,18 @@ def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
 def _log(saga: SagaInstance, definition: SagaDefinition, *, outcome: str, direction: str,
          message_id: str | None = None, error: dict | None = None, duration_ms: float | None = None,
          step: int | None = None) -> SagaStepLog:
+    """Add an entry to the saga's step log; it is written by _save, with the saga."""
     index = saga.current_step if step is None else step
-    return SagaStepLog(
+    log = SagaStepLog(
         saga=saga, step=index, step_name=definition.step(index).name, direction=direction,
         attempt=saga.attempt if step is None else 1, outcome=outcome, message_id=message_id,
         error_code=(error or {}).get("code", "")[:40], error_detail=(error or {}).get("detail", "")[:300],
         duration_ms=duration_ms,
     )
-
-
-def _record(saga: SagaInstance, log: SagaStepLog) -> None:
     if not hasattr(saga, "pending_logs"):
         saga.pending_logs = []  # type: ignore[attr-defined]
     saga.pending_logs.append(log)  # type: ignore[attr-defined]
+    return log
 
 
 def _save(saga: SagaInstance, *, using: str, created: bool = False) -> None:
@@ -193,7 +192,7 @@ def saga_start(*, definition: SagaDefinition, data: dict) -> SagaInstance:
         deadline=timezone.now() + timedelta(seconds=settings.SAGA_DEADLINE_SECONDS),
     )
     for index in range(first):
-        _record(saga, _log(saga, definition, outcome=Outcome.OK, direction=Direction.ACTION, step=index))
+        _log(saga, definition, outcome=Outcome.OK, direction=Direction.ACTION, step=index)
     _send(saga, definition, Direction.ACTION)
     _save(saga, using=orchestrator_alias(definition), created=True)
     return saga
@@ -295,9 +294,8 @@ def handle_reply(reply: dict) -> str:
 def _apply_reply(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> None:
     """Log the reply to the command the saga waits for, and move the saga on."""
     command = saga.current_message
-    _record(saga, _log(saga, definition, outcome=reply["outcome"], direction=command["direction"],
-                       message_id=reply["command_id"], error=reply.get("error"),
-                       duration_ms=_duration_ms(command)))
+    _log(saga, definition, outcome=reply["outcome"], direction=command["direction"], message_id=reply["command_id"],
+         error=reply.get("error"), duration_ms=_duration_ms(command))
     if command["direction"] == Direction.ACTION:
         _on_action_reply(saga, definition, reply)
     else:
@@ -319,7 +317,6 @@ def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
             message = saga.current_message
             direction = message["direction"]
             log = _log(saga, definition, outcome=Outcome.RESENT, direction=direction, message_id=message["id"])
-            _record(saga, log)
             if saga.resends >= settings.SAGA_MAX_RESENDS:
                 log.error_code, log.error_detail = "step_timeout", "no reply after every re-send"
                 if direction == Direction.ACTION:
