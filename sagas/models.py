@@ -62,13 +62,17 @@ class SagaStepLog(models.Model):
         BUSINESS = "business", "business failure"
         TRANSIENT = "transient", "transient failure"
         RESENT = "resent", "re-sent by the sweeper"
+        # The action found its compensation's tombstone and did nothing (it arrived after the undo).
+        COMPENSATED = "compensated", "skipped: already compensated"
+        # A reply the saga no longer waited for (older attempt, other step, saga parked or finished).
+        STALE = "stale", "late reply, recorded only"
 
     saga = models.ForeignKey(SagaInstance, related_name="log", on_delete=models.CASCADE)
     step = models.PositiveSmallIntegerField()
     step_name = models.CharField(max_length=50)
     direction = models.CharField(max_length=12, choices=Direction.choices)
     attempt = models.PositiveSmallIntegerField()
-    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
     message_id = models.UUIDField(null=True, blank=True)
     error_code = models.CharField(max_length=40, blank=True)
     error_detail = models.CharField(max_length=300, blank=True)
@@ -122,3 +126,51 @@ class InboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.consumer} <- {self.message_id}"
+
+
+class StepGuard(models.Model):
+    """Fences a step's action against its compensation, in the participant's own database.
+
+    The action and the compensation of one step (same key, `{saga_id}:{step}`) both write this row first,
+    in the transaction of their effect; the unique index makes the later of the two wait for the earlier
+    one to commit. A compensation leaves state `compensated` (the tombstone): an action that arrives after
+    it finds the tombstone and does nothing, so a late action can never apply after its undo.
+    """
+
+    class State(models.TextChoices):
+        ACTED = "acted", "action applied"
+        COMPENSATED = "compensated", "compensated (tombstone)"
+
+    consumer = models.CharField(max_length=30)
+    key = models.CharField(max_length=100)
+    state = models.CharField(max_length=12, choices=State.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["consumer", "key"], name="stepguard_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.key}: {self.state}"
+
+
+class DeadLetter(models.Model):
+    """A message its consumer could not handle (unparseable, unknown saga, or failing on every delivery).
+
+    Kept with the raw payload and the error so a person can look, fix, and re-drive it from the admin.
+    """
+
+    consumer = models.CharField(max_length=30)
+    task = models.CharField(max_length=100)
+    queue = models.CharField(max_length=30, blank=True)
+    message_id = models.CharField(max_length=100, blank=True, db_index=True)
+    payload = models.JSONField(null=True, blank=True, help_text="The message as received.")
+    error = models.TextField()
+    deliveries = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task} for {self.consumer}: {self.error[:60]}"
