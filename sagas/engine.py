@@ -1,23 +1,34 @@
 """The orchestrator: starts sagas, advances them on replies, and sweeps the ones whose step went silent.
 
-Every move happens in one transaction of the orchestrator's database: lock the saga row, check that the
-reply answers the command the saga is waiting for, record it in the step log, change the saga's state,
-and write the next command to the outbox. A crash anywhere leaves either the old state with the reply
-still to be (re)delivered, or the new state with its command in the outbox.
+Every decision is one cell of `TABLE`: (saga state, event) -> (next state, effect). `handle_reply`,
+`sweep` and `saga_retry` only turn what happened into an event (`classify_reply`, `classify_timeout`)
+and hand it to `apply`, which looks the pair up and refuses any pair the table does not have. Every move
+happens in one transaction of the orchestrator's database: lock the saga row, record what arrived in the
+step log, change the saga's state, and write the next command to the outbox. A crash anywhere leaves
+either the old state with the reply still to be (re)delivered, or the new state with its command in the
+outbox.
+
+    python -m sagas.engine      # prints the table
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import logging
+import random
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from sagas.definitions import SagaDefinition, Step, get_definition, register
-from sagas.models import SagaInstance, SagaStepLog
+from sagas.models import OutboxMessage, SagaInstance, SagaStepLog
 from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
@@ -32,7 +43,93 @@ State = SagaInstance.State
 Direction = SagaStepLog.Direction
 Outcome = SagaStepLog.Outcome
 
-__all__ = ["build_reply", "handle_reply", "inbox_claim", "register", "saga_retry", "saga_start", "sweep"]
+__all__ = ["TABLE", "Effect", "Event", "PoisonMessage", "apply", "build_reply", "classify_reply",
+           "classify_timeout", "handle_reply", "inbox_claim", "register", "saga_retry", "saga_start", "sweep"]
+
+
+class PoisonMessage(ValueError):
+    """A message no delivery can ever handle (malformed, or naming a saga that does not exist)."""
+
+
+class Event(enum.StrEnum):
+    ACTION_OK = "action ok"
+    ACTION_BUSINESS = "action business failure"
+    ACTION_TRANSIENT = "action transient failure, retries left"
+    ACTION_EXHAUSTED = "action transient failure, no retry left"
+    ALL_STEPS_DONE = "no step left"
+    COMPENSATION_OK = "compensation ok"
+    COMPENSATION_FAILED = "compensation failed, attempts left"
+    COMPENSATION_EXHAUSTED = "compensation failed, no attempt left"
+    NOTHING_TO_COMPENSATE = "no compensation left"
+    DEADLINE = "no reply by the step deadline"
+    DEADLINE_EXHAUSTED = "no reply after every re-send (outcome unknown)"
+    STALE_REPLY = "reply to a command the saga no longer awaits"
+    ADMIN_RETRY = "admin retry"
+    POISON = "poison message"
+
+
+class Effect(enum.StrEnum):
+    SEND_NEXT_ACTION = "send the next action"
+    RETRY_ACTION = "send the action again after a backoff (new attempt)"
+    RESEND = "re-send the same command (same message id), later each time"
+    COMPENSATE_COMPLETED = "compensate the completed steps, newest first"
+    COMPENSATE_CURRENT = "compensate the current step too (its outcome is unknown), then the completed ones"
+    SEND_NEXT_COMPENSATION = "send the compensation of the previous step"
+    RETRY_COMPENSATION = "send the compensation again after a backoff (new attempt)"
+    RESTART_COMPENSATION = "send the current compensation again with a fresh attempt count"
+    PARK = "park: needs attention (admin retry)"
+    FINISH = "finish"
+    RECORD = "record in the step log only"
+    DEAD_LETTER = "store in the dead-letter table"
+
+
+@dataclass(frozen=True)
+class Transition:
+    to: str | None
+    effect: Effect
+
+
+T = Transition
+# Every move a saga can make. A pair that is not here is refused (InvalidSagaEvent).
+TABLE: dict[tuple[str | None, Event], Transition] = {
+    (State.RUNNING, Event.ACTION_OK): T(State.RUNNING, Effect.SEND_NEXT_ACTION),
+    (State.RUNNING, Event.ALL_STEPS_DONE): T(State.COMPLETED, Effect.FINISH),
+    (State.RUNNING, Event.ACTION_BUSINESS): T(State.COMPENSATING, Effect.COMPENSATE_COMPLETED),
+    (State.RUNNING, Event.ACTION_TRANSIENT): T(State.RUNNING, Effect.RETRY_ACTION),
+    (State.RUNNING, Event.ACTION_EXHAUSTED): T(State.COMPENSATING, Effect.COMPENSATE_CURRENT),
+    (State.RUNNING, Event.DEADLINE): T(State.RUNNING, Effect.RESEND),
+    (State.RUNNING, Event.DEADLINE_EXHAUSTED): T(State.COMPENSATING, Effect.COMPENSATE_CURRENT),
+    (State.RUNNING, Event.STALE_REPLY): T(State.RUNNING, Effect.RECORD),
+    (State.COMPENSATING, Event.COMPENSATION_OK): T(State.COMPENSATING, Effect.SEND_NEXT_COMPENSATION),
+    (State.COMPENSATING, Event.NOTHING_TO_COMPENSATE): T(State.COMPENSATED, Effect.FINISH),
+    (State.COMPENSATING, Event.COMPENSATION_FAILED): T(State.COMPENSATING, Effect.RETRY_COMPENSATION),
+    (State.COMPENSATING, Event.COMPENSATION_EXHAUSTED): T(State.PARKED, Effect.PARK),
+    # Silence never parks: a compensation is re-sent (capped backoff) until its participant answers.
+    (State.COMPENSATING, Event.DEADLINE): T(State.COMPENSATING, Effect.RESEND),
+    (State.COMPENSATING, Event.STALE_REPLY): T(State.COMPENSATING, Effect.RECORD),
+    # A late success of the compensation a saga parked on resumes it; failures are only recorded.
+    (State.PARKED, Event.COMPENSATION_OK): T(State.COMPENSATING, Effect.SEND_NEXT_COMPENSATION),
+    (State.PARKED, Event.COMPENSATION_FAILED): T(State.PARKED, Effect.RECORD),
+    (State.PARKED, Event.STALE_REPLY): T(State.PARKED, Effect.RECORD),
+    (State.PARKED, Event.ADMIN_RETRY): T(State.COMPENSATING, Effect.RESTART_COMPENSATION),
+    (State.COMPLETED, Event.STALE_REPLY): T(State.COMPLETED, Effect.RECORD),
+    (State.COMPENSATED, Event.STALE_REPLY): T(State.COMPENSATED, Effect.RECORD),
+    # No saga to speak of: the consumer's wrapper stores the message (sagas.participants.consume).
+    (None, Event.POISON): T(None, Effect.DEAD_LETTER),
+}
+
+
+class InvalidSagaEvent(ValueError):
+    pass
+
+
+@dataclass
+class Context:
+    """What an effect needs beyond the saga: the reply that caused it, or the failure to record."""
+
+    reply: dict | None = None
+    failure: dict | None = None
+    extra: dict = field(default_factory=dict)
 
 
 def orchestrator_alias(definition: SagaDefinition) -> str:
@@ -59,10 +156,85 @@ def inbox_claim(*, using: str, consumer: str, message_id: str) -> tuple[bool, di
         row = cursor.fetchone()
     reply = row[0] if row else None
     if isinstance(reply, str):  # raw cursors return jsonb as text with some adapters
-        import json
-
         reply = json.loads(reply)
     return False, reply
+
+
+def build_reply(command: dict, outcome: str, *, result: dict | None = None, error: Exception | None = None) -> dict:
+    return {
+        # Derived from the command, so re-computing a lost reply gives the same id (deduplicated upstream).
+        "id": str(uuid.uuid5(uuid.UUID(command["id"]), "reply")),
+        "command_id": command["id"],
+        "saga_id": command["saga_id"],
+        "saga": command["saga"],
+        "step": command["step"],
+        "direction": command["direction"],
+        "outcome": outcome,
+        "result": result or {},
+        "error": {"code": getattr(error, "code", "error"), "detail": str(error)} if error else None,
+    }
+
+
+# --- classifying what happened -----------------------------------------------------------------------
+
+def classify_reply(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> tuple[Event, Context]:
+    """Which event a participant's reply is for this saga, as it stands."""
+    context = Context(reply=reply)
+    outcome, error = reply["outcome"], reply.get("error") or {}
+    if saga.state == State.PARKED:
+        # Compensations are idempotent by key: a success of any attempt of the parked step means it is done.
+        if reply["step"] == saga.current_step and reply["direction"] == Direction.COMPENSATION:
+            return (Event.COMPENSATION_OK if outcome == Outcome.OK else Event.COMPENSATION_FAILED), context
+        return Event.STALE_REPLY, context
+    waiting_for = saga.current_message
+    if saga.state not in SagaInstance.ACTIVE or not waiting_for or waiting_for["id"] != reply["command_id"]:
+        return Event.STALE_REPLY, context
+    step = definition.step(saga.current_step)
+    if waiting_for["direction"] == Direction.COMPENSATION:
+        if outcome == Outcome.OK:
+            return Event.COMPENSATION_OK, context
+        if saga.attempt >= settings.SAGA_COMPENSATION_ATTEMPTS:
+            return Event.COMPENSATION_EXHAUSTED, context
+        return Event.COMPENSATION_FAILED, context
+    if outcome == Outcome.OK:
+        return Event.ACTION_OK, context
+    if outcome == Outcome.BUSINESS:
+        context.failure = {"code": error.get("code") or "business_error", "detail": error.get("detail", "")}
+        return Event.ACTION_BUSINESS, context
+    if outcome == Outcome.TRANSIENT and step.retry.retries(error.get("code", "")) \
+            and saga.attempt < step.retry.attempts:
+        return Event.ACTION_TRANSIENT, context
+    if outcome == Outcome.TRANSIENT:
+        context.failure = {"code": step.retry.exhausted,
+                           "detail": f"{step.name} failed {saga.attempt} times: {error.get('detail', '')}"}
+        return Event.ACTION_EXHAUSTED, context
+    return Event.STALE_REPLY, context  # e.g. "compensated": an action that found its tombstone
+
+
+def classify_timeout(saga: SagaInstance) -> tuple[Event, Context]:
+    """The event of a saga whose command went unanswered past its step deadline."""
+    message = saga.current_message or {}
+    if message.get("direction") == Direction.ACTION and saga.resends >= settings.SAGA_MAX_RESENDS:
+        return Event.DEADLINE_EXHAUSTED, Context(failure={
+            "code": "step_timeout", "detail": f"{message.get('step_name')} did not answer in time"})
+    return Event.DEADLINE, Context()
+
+
+# --- applying an event ---------------------------------------------------------------------------------
+
+def apply(saga: SagaInstance, definition: SagaDefinition, event: Event, context: Context | None = None) -> None:
+    """Make the move the table gives for (saga.state, event), then any move its effect leads to.
+
+    Effects may produce a follow-up event: a local step's reply, or "no step / compensation left".
+    """
+    pending: tuple[Event, Context] | None = (event, context or Context())
+    while pending is not None:
+        event, context = pending
+        transition = TABLE.get((saga.state, event))
+        if transition is None:
+            raise InvalidSagaEvent(f"saga {saga.pk}: no move for {event!r} in state {saga.state}")
+        saga.state = transition.to
+        pending = EFFECTS[transition.effect](saga, definition, context)
 
 
 def _command(saga: SagaInstance, definition: SagaDefinition, direction: str) -> tuple[dict, Step]:
@@ -84,12 +256,14 @@ def _command(saga: SagaInstance, definition: SagaDefinition, direction: str) -> 
     return message, step
 
 
-def _send(saga: SagaInstance, definition: SagaDefinition, direction: str, *, delay_seconds: float = 0.0) -> None:
+def _send(saga: SagaInstance, definition: SagaDefinition, direction: str,
+          *, delay_seconds: float = 0.0) -> tuple[Event, Context] | None:
     """Issue the command for the saga's current step and wait for its reply.
 
     A step of the orchestrator's own service runs right here, in the orchestrator's transaction (a local
-    step: no message, no inbox needed, since it commits with the saga's new state). Any other step, or a
-    local step that hit a transient fault, is a command in the outbox.
+    step: no message, no inbox needed, since it commits with the saga's new state), and its reply is
+    returned as the next event. Any other step, or a local step that hit a transient fault, is a command
+    in the outbox.
     """
     message, step = _command(saga, definition, direction)
     task = step.action if direction == Direction.ACTION else step.compensation
@@ -98,26 +272,11 @@ def _send(saga: SagaInstance, definition: SagaDefinition, direction: str, *, del
     if step.service == definition.service and not delay_seconds:
         reply = _run_local(message, task, using=orchestrator_alias(definition))
         if reply is not None:
-            _apply_reply(saga, definition, reply)
-            return
+            return _receive(saga, definition, reply)
     outbox_send(using=orchestrator_alias(definition), queue=step.service, task=task, payload=message,
                 message_id=message["id"], delay_seconds=delay_seconds)
     saga.step_deadline = timezone.now() + timedelta(seconds=settings.SAGA_STEP_TIMEOUT_SECONDS + delay_seconds)
-
-
-def build_reply(command: dict, outcome: str, *, result: dict | None = None, error: Exception | None = None) -> dict:
-    return {
-        # Derived from the command, so re-computing a lost reply gives the same id (deduplicated upstream).
-        "id": str(uuid.uuid5(uuid.UUID(command["id"]), "reply")),
-        "command_id": command["id"],
-        "saga_id": command["saga_id"],
-        "saga": command["saga"],
-        "step": command["step"],
-        "direction": command["direction"],
-        "outcome": outcome,
-        "result": result or {},
-        "error": {"code": getattr(error, "code", "error"), "detail": str(error)} if error else None,
-    }
+    return None
 
 
 def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
@@ -142,16 +301,31 @@ def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
     return build_reply(command, Outcome.OK, result=result)
 
 
-def _log(saga: SagaInstance, definition: SagaDefinition, *, outcome: str, direction: str,
-         message_id: str | None = None, error: dict | None = None, duration_ms: float | None = None,
-         step: int | None = None) -> SagaStepLog:
+def _receive(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> tuple[Event, Context]:
+    """Classify a reply and record it in the step log (a stale one with the outcome it brought)."""
+    event, context = classify_reply(saga, definition, reply)
+    command = saga.current_message or {}
+    error = reply.get("error") or {}
+    if event == Event.STALE_REPLY:
+        _log(saga, definition, step=reply["step"], direction=reply["direction"], attempt=0,
+             outcome=Outcome.STALE, message_id=reply["command_id"], error_code=reply["outcome"],
+             error_detail=f"{error.get('code', '')} {error.get('detail', '')}".strip())
+    else:
+        _log(saga, definition, step=reply["step"], direction=reply["direction"],
+             attempt=saga.attempt if reply["command_id"] == command.get("id") else 0,
+             outcome=reply["outcome"], message_id=reply["command_id"], error_code=error.get("code", ""),
+             error_detail=error.get("detail", ""), duration_ms=_duration_ms(command))
+    return event, context
+
+
+def _log(saga: SagaInstance, definition: SagaDefinition, *, step: int, direction: str, attempt: int,
+         outcome: str, message_id: str | None = None, error_code: str = "", error_detail: str = "",
+         duration_ms: float | None = None) -> SagaStepLog:
     """Add an entry to the saga's step log; it is written by _save, with the saga."""
-    index = saga.current_step if step is None else step
     log = SagaStepLog(
-        saga=saga, step=index, step_name=definition.step(index).name, direction=direction,
-        attempt=saga.attempt if step is None else 1, outcome=outcome, message_id=message_id,
-        error_code=(error or {}).get("code", "")[:40], error_detail=(error or {}).get("detail", "")[:300],
-        duration_ms=duration_ms,
+        saga=saga, step=step, step_name=definition.step(step).name, direction=direction, attempt=attempt,
+        outcome=outcome, message_id=message_id, error_code=(error_code or "")[:40],
+        error_detail=(error_detail or "")[:300], duration_ms=duration_ms,
     )
     if not hasattr(saga, "pending_logs"):
         saga.pending_logs = []  # type: ignore[attr-defined]
@@ -159,109 +333,17 @@ def _log(saga: SagaInstance, definition: SagaDefinition, *, outcome: str, direct
     return log
 
 
-def _save(saga: SagaInstance, *, using: str, created: bool = False) -> None:
-    """Persist the saga and the step log entries recorded since it was loaded (in their order)."""
+def _save(saga: SagaInstance, *, using: str, created: bool = False, log_only: bool = False) -> None:
+    """Persist the saga and the step log entries recorded since it was loaded (in their order); with
+    `log_only`, only the entries (the saga itself did not change)."""
     if created:
         saga.save(using=using, force_insert=True)
-    else:
+    elif not log_only:
         saga.version += 1
         saga.save(using=using)
     logs = getattr(saga, "pending_logs", [])
     SagaStepLog.objects.using(using).bulk_create(logs)
     saga.pending_logs = []  # type: ignore[attr-defined]
-
-
-def _move(saga: SagaInstance, to: str) -> None:
-    if to not in SagaInstance.TRANSITIONS[saga.state]:
-        raise ValueError(f"saga {saga.pk}: {saga.state} -> {to} is not allowed")
-    saga.state = to
-    if to in (State.COMPLETED, State.COMPENSATED):
-        saga.finished_at = timezone.now()
-        saga.current_message = None
-        saga.step_deadline = None
-
-
-def saga_start(*, definition: SagaDefinition, data: dict) -> SagaInstance:
-    """Start a saga in the caller's transaction (on the orchestrator's database).
-
-    Leading steps without an action were done by that very transaction; the first real action is sent.
-    """
-    first = next(i for i, step in enumerate(definition.steps) if step.action is not None)
-    saga = SagaInstance(
-        saga_type=definition.name, data=data, current_step=first,
-        deadline=timezone.now() + timedelta(seconds=settings.SAGA_DEADLINE_SECONDS),
-    )
-    for index in range(first):
-        _log(saga, definition, outcome=Outcome.OK, direction=Direction.ACTION, step=index)
-    _send(saga, definition, Direction.ACTION)
-    _save(saga, using=orchestrator_alias(definition), created=True)
-    return saga
-
-
-def _next_compensation(definition: SagaDefinition, below_or_at: int) -> int | None:
-    for index in range(below_or_at, -1, -1):
-        if definition.step(index).compensation is not None:
-            return index
-    return None
-
-
-def _fail(saga: SagaInstance, definition: SagaDefinition, *, code: str, detail: str, include_current: bool) -> None:
-    """Start compensation: undo completed steps in reverse order, the current one too when its outcome is
-    unknown (a transient failure that ran out of retries may have had an effect)."""
-    saga.failure = {"code": code, "detail": detail, "step": definition.step(saga.current_step).name}
-    _move(saga, State.COMPENSATING)
-    _compensate_from(saga, definition, saga.current_step if include_current else saga.current_step - 1)
-
-
-def _compensate_from(saga: SagaInstance, definition: SagaDefinition, index: int) -> None:
-    target = _next_compensation(definition, index)
-    if target is None:
-        _move(saga, State.COMPENSATED)
-        return
-    saga.current_step, saga.attempt, saga.resends = target, 1, 0
-    _send(saga, definition, Direction.COMPENSATION)
-
-
-def _advance(saga: SagaInstance, definition: SagaDefinition) -> None:
-    next_index = saga.current_step + 1
-    if next_index >= len(definition.steps):
-        _move(saga, State.COMPLETED)
-        return
-    saga.current_step, saga.attempt, saga.resends = next_index, 1, 0
-    _send(saga, definition, Direction.ACTION)
-
-
-def _on_action_reply(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> None:
-    step = definition.step(saga.current_step)
-    error = reply.get("error") or {}
-    if reply["outcome"] == Outcome.OK:
-        saga.data = {**saga.data, **(reply.get("result") or {})}
-        _advance(saga, definition)
-    elif reply["outcome"] == Outcome.TRANSIENT and step.retry.retries(error.get("code", "")):
-        if saga.attempt < step.retry.attempts:
-            saga.attempt += 1
-            _send(saga, definition, Direction.ACTION, delay_seconds=step.retry.delay(saga.attempt))
-        else:
-            _fail(saga, definition, code=step.retry.exhausted, include_current=True,
-                  detail=f"{step.name} failed {saga.attempt} times: {error.get('detail', '')}")
-    elif reply["outcome"] == Outcome.TRANSIENT:
-        _fail(saga, definition, code=step.retry.exhausted, detail=error.get("detail", ""), include_current=True)
-    else:
-        _fail(saga, definition, code=error.get("code", "business_error"), detail=error.get("detail", ""),
-              include_current=False)
-
-
-def _on_compensation_reply(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> None:
-    if reply["outcome"] == Outcome.OK:
-        _compensate_from(saga, definition, saga.current_step - 1)
-        return
-    if saga.attempt >= settings.SAGA_COMPENSATION_ATTEMPTS:
-        _move(saga, State.PARKED)
-        saga.step_deadline = None
-        return
-    saga.attempt += 1
-    # Compensations must eventually succeed: keep retrying, with a backoff capped at a few seconds.
-    _send(saga, definition, Direction.COMPENSATION, delay_seconds=min(5.0, 0.05 * 2 ** (saga.attempt - 2)))
 
 
 def _duration_ms(command: dict) -> float | None:
@@ -272,68 +354,259 @@ def _duration_ms(command: dict) -> float | None:
     return (timezone.now() - sent).total_seconds() * 1000
 
 
+def _next_compensation(definition: SagaDefinition, below_or_at: int) -> int | None:
+    for index in range(below_or_at, -1, -1):
+        if definition.step(index).compensation is not None:
+            return index
+    return None
+
+
+def _compensate_from(saga: SagaInstance, definition: SagaDefinition, index: int) -> tuple[Event, Context] | None:
+    target = _next_compensation(definition, index)
+    if target is None:
+        return Event.NOTHING_TO_COMPENSATE, Context()
+    saga.current_step, saga.attempt, saga.resends = target, 1, 0
+    return _send(saga, definition, Direction.COMPENSATION)
+
+
+def _record_failure(saga: SagaInstance, definition: SagaDefinition, context: Context) -> None:
+    saga.failure = {**(context.failure or {"code": "failed", "detail": ""}),
+                    "step": definition.step(saga.current_step).name}
+
+
+# Effects: each changes the saga (already in its new state) and may return the next event.
+FollowUp = tuple[Event, Context] | None
+
+
+def _send_next_action(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    if context.reply:
+        saga.data = {**saga.data, **(context.reply.get("result") or {})}
+    next_index = saga.current_step + 1
+    if next_index >= len(definition.steps):
+        return Event.ALL_STEPS_DONE, Context()
+    saga.current_step, saga.attempt, saga.resends = next_index, 1, 0
+    return _send(saga, definition, Direction.ACTION)
+
+
+def _retry_action(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    saga.attempt += 1
+    step = definition.step(saga.current_step)
+    return _send(saga, definition, Direction.ACTION, delay_seconds=step.retry.delay(saga.attempt))
+
+
+def _resend(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    message = saga.current_message
+    step = definition.step(saga.current_step)
+    task = step.action if message["direction"] == Direction.ACTION else step.compensation
+    saga.resends += 1
+    _log(saga, definition, step=saga.current_step, direction=message["direction"], attempt=saga.attempt,
+         outcome=Outcome.RESENT, message_id=message["id"])
+    # The same message id: a consumer that already handled it answers again and does nothing.
+    outbox_send(using=orchestrator_alias(definition), queue=step.service, task=task, payload=message,
+                message_id=message["id"])
+    # Jitter, so that sagas silenced by one outage do not all come back in the same sweep.
+    saga.step_deadline = timezone.now() + timedelta(seconds=resend_wait(saga.resends) * random.uniform(1.0, 1.1))
+    return None
+
+
+def resend_wait(resends: int) -> float:
+    """How long to wait for the answer to a command re-sent `resends` times: exponential, capped."""
+    base = settings.SAGA_STEP_TIMEOUT_SECONDS
+    return min(base * 2 ** max(0, resends - 1), max(base, settings.SAGA_RESEND_MAX_SECONDS))
+
+
+def _compensate_completed(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    _record_failure(saga, definition, context)
+    return _compensate_from(saga, definition, saga.current_step - 1)
+
+
+def _compensate_current(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    # A step whose outcome is unknown may have had its effect: undo it too. Its participant's tombstone
+    # makes sure an action that lands after the undo does nothing.
+    _record_failure(saga, definition, context)
+    return _compensate_from(saga, definition, saga.current_step)
+
+
+def _send_next_compensation(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    return _compensate_from(saga, definition, saga.current_step - 1)
+
+
+def _retry_compensation(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    saga.attempt += 1
+    # Compensations must eventually succeed: keep retrying, with a backoff capped at a few seconds.
+    return _send(saga, definition, Direction.COMPENSATION, delay_seconds=min(5.0, 0.05 * 2 ** (saga.attempt - 2)))
+
+
+def _restart_compensation(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    saga.attempt, saga.resends = 1, 0
+    return _send(saga, definition, Direction.COMPENSATION)
+
+
+def _park(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    saga.step_deadline = None
+    return None
+
+
+def _finish(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    saga.finished_at = timezone.now()
+    saga.current_message = None
+    saga.step_deadline = None
+    return None
+
+
+def _record(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    return None  # the step log entry was written when the reply was received
+
+
+def _dead_letter(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
+    raise InvalidSagaEvent("poison messages have no saga; sagas.participants.consume stores them")
+
+
+EFFECTS: dict[Effect, Callable[[SagaInstance, SagaDefinition, Context], FollowUp]] = {
+    Effect.SEND_NEXT_ACTION: _send_next_action,
+    Effect.RETRY_ACTION: _retry_action,
+    Effect.RESEND: _resend,
+    Effect.COMPENSATE_COMPLETED: _compensate_completed,
+    Effect.COMPENSATE_CURRENT: _compensate_current,
+    Effect.SEND_NEXT_COMPENSATION: _send_next_compensation,
+    Effect.RETRY_COMPENSATION: _retry_compensation,
+    Effect.RESTART_COMPENSATION: _restart_compensation,
+    Effect.PARK: _park,
+    Effect.FINISH: _finish,
+    Effect.RECORD: _record,
+    Effect.DEAD_LETTER: _dead_letter,
+}
+
+
+# --- entry points ----------------------------------------------------------------------------------------
+
+def saga_start(*, definition: SagaDefinition, data: dict) -> SagaInstance:
+    """Start a saga in the caller's transaction (on the orchestrator's database).
+
+    Leading steps without an action were done by that very transaction; the first real action is sent.
+    """
+    first = next(i for i, step in enumerate(definition.steps) if step.action is not None)
+    saga = SagaInstance(
+        saga_type=definition.name, data=data, current_step=first, state=State.RUNNING,
+        deadline=timezone.now() + timedelta(seconds=settings.SAGA_DEADLINE_SECONDS),
+    )
+    for index in range(first):
+        _log(saga, definition, step=index, direction=Direction.ACTION, attempt=1, outcome=Outcome.OK)
+    follow = _send(saga, definition, Direction.ACTION)
+    if follow is not None:
+        apply(saga, definition, *follow)
+    _save(saga, using=orchestrator_alias(definition), created=True)
+    return saga
+
+
+REPLY_FIELDS = {"id": str, "command_id": str, "saga_id": str, "saga": str, "step": int, "direction": str,
+                "outcome": str}
+
+
+def _reply_problem(reply: object) -> str | None:
+    if not isinstance(reply, dict):
+        return f"a reply must be a JSON object, not {type(reply).__name__}"
+    for name, kind in REPLY_FIELDS.items():
+        if not isinstance(reply.get(name), kind):
+            return f"reply field {name!r} missing or not {kind.__name__}"
+    if reply["direction"] not in Direction.values or reply["outcome"] not in Outcome.values:
+        return f"unknown direction/outcome {reply['direction']!r}/{reply['outcome']!r}"
+    try:
+        uuid.UUID(reply["id"]), uuid.UUID(reply["command_id"]), uuid.UUID(reply["saga_id"])
+    except ValueError:
+        return "reply ids must be UUIDs"
+    return None
+
+
 def handle_reply(reply: dict) -> str:
-    """Advance the saga that `reply` answers. Returns what happened: advanced, duplicate or stale."""
-    definition = get_definition(reply["saga"])
+    """Move the saga that `reply` answers. Returns what happened: advanced, duplicate or stale.
+
+    Raises PoisonMessage for a reply no delivery could ever handle (the consumer dead-letters it)."""
+    problem = _reply_problem(reply)
+    if problem:
+        raise PoisonMessage(problem)
+    try:
+        definition = get_definition(reply["saga"])
+    except KeyError:
+        raise PoisonMessage(f"unknown saga type {reply['saga']!r}") from None
+    if not 0 <= reply["step"] < len(definition.steps):
+        raise PoisonMessage(f"saga {reply['saga']!r} has no step {reply['step']}")
     alias = orchestrator_alias(definition)
     with transaction.atomic(using=alias, durable=True):
         claimed, _ = inbox_claim(using=alias, consumer=ORCHESTRATOR, message_id=reply["id"])
         if not claimed:
             return "duplicate"
         saga = SagaInstance.objects.using(alias).select_for_update().filter(pk=reply["saga_id"]).first()
-        waiting_for = saga.current_message if saga is not None else None
-        if saga is None or saga.state not in SagaInstance.ACTIVE or not waiting_for \
-                or waiting_for["id"] != reply["command_id"]:
-            # An answer to a command the saga no longer waits for (re-sent, retried, or already handled).
-            return "stale"
-        _apply_reply(saga, definition, reply)
+        if saga is None:
+            raise PoisonMessage(f"no saga {reply['saga_id']}")  # rolls the inbox claim back with it
+        event, context = _receive(saga, definition, reply)
+        record_only = TABLE.get((saga.state, event), Transition(None, Effect.FINISH)).effect == Effect.RECORD
+        apply(saga, definition, event, context)
+        _save(saga, using=alias, log_only=record_only)
+    return "stale" if record_only else "advanced"
+
+
+def _publication(alias: str, message_id: str) -> tuple[bool, datetime | None]:
+    """(is a copy still waiting in the outbox, when the last copy was published)."""
+    copies = OutboxMessage.objects.using(alias).filter(message_id=message_id)
+    if copies.filter(published_at__isnull=True).exists():
+        return True, None
+    return False, copies.aggregate(at=Max("published_at"))["at"]
+
+
+def _sweep_one(definition: SagaDefinition, alias: str, saga_id: uuid.UUID) -> bool:
+    now = timezone.now()
+    with transaction.atomic(using=alias):
+        saga = (SagaInstance.objects.using(alias).select_for_update(skip_locked=True)
+                .filter(pk=saga_id, state__in=SagaInstance.ACTIVE, step_deadline__lt=now).first())
+        if saga is None or not saga.current_message:
+            return False
+        # A step's deadline counts from the moment its command was published, not written: a command that
+        # is still in the outbox (relay or broker away) is not late.
+        waiting, published_at = _publication(alias, saga.current_message["id"])
+        wait = timedelta(seconds=resend_wait(saga.resends))
+        if waiting or (published_at is not None and published_at + wait > now):
+            saga.step_deadline = now + wait if waiting else published_at + wait
+            SagaInstance.objects.using(alias).filter(pk=saga.pk).update(step_deadline=saga.step_deadline)
+            return False
+        apply(saga, definition, *classify_timeout(saga))
         _save(saga, using=alias)
-    return "advanced"
-
-
-def _apply_reply(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> None:
-    """Log the reply to the command the saga waits for, and move the saga on."""
-    command = saga.current_message
-    _log(saga, definition, outcome=reply["outcome"], direction=command["direction"], message_id=reply["command_id"],
-         error=reply.get("error"), duration_ms=_duration_ms(command))
-    if command["direction"] == Direction.ACTION:
-        _on_action_reply(saga, definition, reply)
-    else:
-        _on_compensation_reply(saga, definition, reply)
+    return True
 
 
 def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
-    """Re-send the current command of every saga whose step deadline passed; give up on a step after
-    SAGA_MAX_RESENDS (an action then compensates; a compensation parks). Returns how many were touched."""
+    """Re-send the current command of every saga whose step went unanswered past its deadline; give up on
+    an action after SAGA_MAX_RESENDS (it is then compensated). Each saga is handled in its own transaction:
+    one that fails is logged and skipped. Returns how many were re-sent or given up on."""
     alias = orchestrator_alias(definition)
-    now = timezone.now()
-    with transaction.atomic(using=alias):
-        overdue = list(
-            SagaInstance.objects.using(alias).select_for_update(skip_locked=True)
-            .filter(saga_type=definition.name, state__in=SagaInstance.ACTIVE, step_deadline__lt=now)
-            .order_by("step_deadline")[:limit]
-        )
-        for saga in overdue:
-            message = saga.current_message
-            direction = message["direction"]
-            log = _log(saga, definition, outcome=Outcome.RESENT, direction=direction, message_id=message["id"])
-            if saga.resends >= settings.SAGA_MAX_RESENDS:
-                log.error_code, log.error_detail = "step_timeout", "no reply after every re-send"
-                if direction == Direction.ACTION:
-                    _fail(saga, definition, code="step_timeout", include_current=True,
-                          detail=f"{message['step_name']} did not answer in time")
-                else:
-                    _move(saga, State.PARKED)
-                    saga.step_deadline = None
-            else:
-                saga.resends += 1
-                step = definition.step(saga.current_step)
-                task = step.action if direction == Direction.ACTION else step.compensation
-                # The same message id: a consumer that already handled it answers again and does nothing.
-                outbox_send(using=alias, queue=step.service, task=task, payload=message, message_id=message["id"])
-                saga.step_deadline = now + timedelta(seconds=settings.SAGA_STEP_TIMEOUT_SECONDS)
-            _save(saga, using=alias)
-    return len(overdue)
+    overdue = list(
+        SagaInstance.objects.using(alias)
+        .filter(saga_type=definition.name, state__in=SagaInstance.ACTIVE, step_deadline__lt=timezone.now())
+        .order_by("step_deadline").values_list("pk", flat=True)[:limit]
+    )
+    touched = 0
+    for saga_id in overdue:
+        try:
+            touched += _sweep_one(definition, alias, saga_id)
+        except Exception as exc:
+            if connection_lost(exc):
+                raise  # every other saga would fail the same way: let the caller back off
+            logger.exception("sweeper: saga %s skipped", saga_id)
+    return touched
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unreachable (as opposed to one bad row or statement)."""
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exc, InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        cause = exc.__cause__
+        sqlstate = getattr(cause, "sqlstate", None)
+        # Class 40 (serialization failure, deadlock) and 55P03 (lock timeout) are not a lost connection.
+        return not (sqlstate and (sqlstate.startswith("40") or sqlstate == "55P03"))
+    return False
 
 
 def saga_retry(*, saga_id: uuid.UUID | str, saga_type: str) -> bool:
@@ -342,10 +615,21 @@ def saga_retry(*, saga_id: uuid.UUID | str, saga_type: str) -> bool:
     alias = orchestrator_alias(definition)
     with transaction.atomic(using=alias):
         saga = SagaInstance.objects.using(alias).select_for_update().filter(pk=saga_id).first()
-        if saga is None or saga.state != State.PARKED:
+        if saga is None or (saga.state, Event.ADMIN_RETRY) not in TABLE:
             return False
-        _move(saga, State.COMPENSATING)
-        saga.attempt, saga.resends = 1, 0
-        _send(saga, definition, Direction.COMPENSATION)
+        apply(saga, definition, Event.ADMIN_RETRY)
         _save(saga, using=alias)
     return True
+
+
+def table_text() -> str:
+    width = max(len(str(state)) for state, _ in TABLE) + 2
+    lines = [f"{'state':<{width}}{'event':<48}{'next state':<14}effect"]
+    for (state, event), transition in TABLE.items():
+        lines.append(f"{state or '-'!s:<{width}}{event.value:<48}{transition.to or '-'!s:<14}"
+                     f"{transition.effect.value}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table_text())

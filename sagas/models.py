@@ -13,14 +13,7 @@ class SagaInstance(models.Model):
         COMPENSATED = "COMPENSATED", "compensated"
         PARKED = "PARKED", "parked: needs attention"
 
-    # The only moves a saga may make; sagas.engine refuses any other.
-    TRANSITIONS: dict[str, frozenset[str]] = {
-        State.RUNNING: frozenset({State.RUNNING, State.COMPENSATING, State.COMPLETED}),
-        State.COMPENSATING: frozenset({State.COMPENSATING, State.COMPENSATED, State.PARKED}),
-        State.PARKED: frozenset({State.COMPENSATING}),
-        State.COMPLETED: frozenset(),
-        State.COMPENSATED: frozenset(),
-    }
+    # The moves between these states are the table in sagas.engine (TABLE); nothing else decides one.
     ACTIVE = (State.RUNNING, State.COMPENSATING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -1,26 +1,37 @@
-"""Saga participants: a Celery task per command, with an inbox that makes every delivery idempotent.
+"""Saga participants: a Celery task per command, made idempotent and race-safe by the engine, not by the
+participant's own code.
 
     @participant_task(service="inventory", name="inventory.reserve_stock")
     def reserve_stock(*, data: dict, key: str, failure: dict | None) -> dict | None:
         ...
 
-In one transaction of the service's own database the task records the message in its inbox, runs the
-handler (inside a savepoint, so a failure undoes the effect but keeps the inbox row), stores the reply
-and writes it to the outbox. A duplicate delivery finds the inbox row and re-sends the stored reply,
-changing nothing. Business errors and transient errors become replies; anything else (the database went
-away) rolls everything back and the task is retried.
+In one transaction of the service's own database the task records the message in its inbox, takes the
+step's guard row, runs the handler (inside a savepoint, so a failure undoes the effect but keeps the
+inbox row), stores the reply and writes it to the outbox. A duplicate delivery finds the inbox row and
+re-sends the stored reply, changing nothing. The guard row (sagas.models.StepGuard, keyed by the step's
+`{saga_id}:{step}`) is shared by a step's action and its compensation: a compensation leaves a tombstone,
+and an action that arrives after it does nothing and answers "compensated".
+
+Every consumer (participants and the orchestrator) runs through `consume`: while its database is away it
+waits with capped backoff (then gives the message back to the broker, never a Celery ETA); a message that
+can never be handled (malformed, unknown saga) or that fails on every try goes to the dead-letter table.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
+from typing import Any
 
 from celery import shared_task
-from django.db import DatabaseError, transaction
+from celery.exceptions import Reject
+from django.conf import settings
+from django.db import connections, transaction
 
-from sagas.engine import REPLY_TASK, build_reply, inbox_claim
-from sagas.models import InboxMessage
+from sagas.engine import REPLY_TASK, PoisonMessage, build_reply, connection_lost, inbox_claim
+from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
 from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
@@ -29,8 +40,43 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[..., dict | None]
 
+COMMAND_FIELDS = {"id": str, "saga_id": str, "saga": str, "step": int, "direction": str, "key": str,
+                  "data": dict, "reply_queue": str}
+
+GUARD_SQL = (
+    "INSERT INTO sagas_stepguard (consumer, key, state, updated_at) VALUES (%s, %s, %s, now()) "
+    "ON CONFLICT (consumer, key) DO UPDATE SET state = {state}, updated_at = now() RETURNING state"
+)
+# An action keeps whatever state the row has (a tombstone stays a tombstone); a compensation always leaves
+# the tombstone. Either way the row is locked until the transaction ends.
+ACTION_GUARD_SQL = GUARD_SQL.format(state="sagas_stepguard.state")
+COMPENSATION_GUARD_SQL = GUARD_SQL.format(state="EXCLUDED.state")
+
+
+def _command_problem(message: object) -> str | None:
+    if not isinstance(message, dict):
+        return f"a command must be a JSON object, not {type(message).__name__}"
+    for name, kind in COMMAND_FIELDS.items():
+        if not isinstance(message.get(name), kind):
+            return f"command field {name!r} missing or not {kind.__name__}"
+    if message["direction"] not in SagaStepLog.Direction.values:
+        return f"unknown direction {message['direction']!r}"
+    return None
+
+
+def step_guard(*, using: str, consumer: str, key: str, direction: str) -> str:
+    """Take the step's guard row in the current transaction; return its state after this command."""
+    compensating = direction == SagaStepLog.Direction.COMPENSATION
+    state = StepGuard.State.COMPENSATED if compensating else StepGuard.State.ACTED
+    with connections[using].cursor() as cursor:
+        cursor.execute(COMPENSATION_GUARD_SQL if compensating else ACTION_GUARD_SQL, [consumer, key, state])
+        return cursor.fetchone()[0]
+
 
 def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
+    problem = _command_problem(message)
+    if problem:
+        raise PoisonMessage(problem)
     alias = service_alias(service)
     with transaction.atomic(using=alias, durable=True):
         claimed, stored = inbox_claim(using=alias, consumer=service, message_id=message["id"])
@@ -39,25 +85,97 @@ def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
                 outbox_send(using=alias, queue=message["reply_queue"], task=REPLY_TASK, payload=stored,
                             message_id=stored["id"])
             return stored or {}
-        try:
-            with transaction.atomic(using=alias):
-                result = handler(data=message["data"], key=message["key"], failure=message.get("failure"))
-            reply = build_reply(message, "ok", result=result)
-        except BusinessError as exc:
-            reply = build_reply(message, "business", error=exc)
-        except TransientError as exc:
-            reply = build_reply(message, "transient", error=exc)
+        guard = step_guard(using=alias, consumer=service, key=message["key"], direction=message["direction"])
+        if message["direction"] == SagaStepLog.Direction.ACTION and guard == StepGuard.State.COMPENSATED:
+            # The step was compensated before this action arrived: applying it now would undo the undo.
+            reply = build_reply(message, SagaStepLog.Outcome.COMPENSATED)
+        else:
+            try:
+                with transaction.atomic(using=alias):
+                    result = handler(data=message["data"], key=message["key"], failure=message.get("failure"))
+                reply = build_reply(message, "ok", result=result)
+            except BusinessError as exc:
+                reply = build_reply(message, "business", error=exc)
+            except TransientError as exc:
+                reply = build_reply(message, "transient", error=exc)
         InboxMessage.objects.using(alias).filter(consumer=service, message_id=message["id"]).update(reply=reply)
         outbox_send(using=alias, queue=message["reply_queue"], task=REPLY_TASK, payload=reply, message_id=reply["id"])
     return reply
 
 
+class _OncePerPeriod:
+    """Logs a recurring failure once per period, not once per message."""
+
+    def __init__(self, period: float = 30.0) -> None:
+        self.period = period
+        self.last = -period
+
+    def __call__(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.period:
+            self.last = now
+            logger.warning(message, *args)
+
+
+_db_away_log = _OncePerPeriod()
+
+
+def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable[[Any], Any]) -> Any:
+    """Run `run(message)` as an at-least-once consumer must.
+
+    - database away (connection lost, server restarting): wait with capped, jittered backoff and try again;
+      after SAGA_DB_WAIT_SECONDS give the message back to the broker (Reject with requeue), unacknowledged
+      work is never dropped and never delayed with an ETA;
+    - PoisonMessage: dead-lettered at once, since no delivery can ever handle it;
+    - anything else: tried SAGA_MESSAGE_ATTEMPTS times, then dead-lettered with the error.
+    """
+    alias = service_alias(consumer) if consumer in settings.DATABASES else "default"
+    failures, waited, pause = 0, 0.0, 0.1
+    while True:
+        try:
+            return run(message)
+        except PoisonMessage as exc:
+            return _dead_letter(alias, consumer, task, queue, message, f"poison: {exc}", deliveries=1)
+        except Exception as exc:
+            if connection_lost(exc):
+                _db_away_log("%s: database unavailable (%s); waiting for it", consumer, exc)
+                connections.close_all()  # the next try reconnects
+                if waited >= settings.SAGA_DB_WAIT_SECONDS:
+                    raise Reject(f"database unavailable for {waited:.0f} s", requeue=True) from exc
+            else:
+                failures += 1
+                logger.exception("%s: %s failed (try %s of %s)", consumer, task, failures,
+                                 settings.SAGA_MESSAGE_ATTEMPTS)
+                if failures >= settings.SAGA_MESSAGE_ATTEMPTS:
+                    return _dead_letter(alias, consumer, task, queue, message, f"{type(exc).__name__}: {exc}",
+                                        deliveries=failures)
+            delay = pause * random.uniform(0.5, 1.0)
+            time.sleep(delay)
+            waited += delay
+            pause = min(pause * 2, 5.0)
+
+
+def _dead_letter(alias: str, consumer: str, task: str, queue: str, message: Any, error: str,
+                 *, deliveries: int) -> None:
+    message_id = message.get("id", "") if isinstance(message, dict) else ""
+    try:
+        DeadLetter.objects.using(alias).create(
+            consumer=consumer, task=task, queue=queue, message_id=str(message_id)[:100],
+            payload=message if isinstance(message, dict | list | str | int | float) else repr(message),
+            error=error[:4000], deliveries=deliveries,
+        )
+    except Exception as exc:
+        # Keep the message in the broker rather than lose it when even the dead-letter table is out of reach.
+        raise Reject(f"could not dead-letter: {exc}", requeue=True) from exc
+    logger.error("%s: dead-lettered a %s message %s: %s", consumer, task, message_id, error)
+
+
 def participant_task(*, service: str, name: str) -> Callable[[Handler], object]:
     def decorator(handler: Handler) -> object:
-        @shared_task(name=name, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True,
-                     retry_backoff_max=10, max_retries=10)
+        @shared_task(name=name, acks_late=True)
         def task(message: dict) -> None:
-            handle_command(service=service, message=message, handler=handler)
+            consume(consumer=service, task=name, queue=service, message=message,
+                    run=lambda m: handle_command(service=service, message=m, handler=handler))
 
         task.handler = handler  # type: ignore[attr-defined]
         return task

@@ -1,11 +1,11 @@
 from celery import shared_task
-from django.db import DatabaseError
 
 from sagas import engine
+from sagas.participants import consume
 
 
-@shared_task(name=engine.REPLY_TASK, acks_late=True, autoretry_for=(DatabaseError,), retry_backoff=True,
-             retry_backoff_max=10, max_retries=10)
-def saga_reply(reply: dict) -> str:
+@shared_task(name=engine.REPLY_TASK, acks_late=True)
+def saga_reply(reply: dict) -> str | None:
     """The orchestrator's entry point: one participant's answer."""
-    return engine.handle_reply(reply)
+    return consume(consumer=engine.ORCHESTRATOR, task=engine.REPLY_TASK, queue=engine.REPLY_QUEUE, message=reply,
+                   run=engine.handle_reply)
