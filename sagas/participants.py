@@ -30,7 +30,7 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import connections, transaction
 
-from sagas.engine import REPLY_TASK, PoisonMessage, build_reply, connection_lost, inbox_claim
+from sagas.engine import ORCHESTRATOR, REPLY_TASK, PoisonMessage, build_reply, connection_lost, inbox_claim
 from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
 from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
@@ -129,7 +129,7 @@ def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable
     - PoisonMessage: dead-lettered at once, since no delivery can ever handle it;
     - anything else: tried SAGA_MESSAGE_ATTEMPTS times, then dead-lettered with the error.
     """
-    alias = service_alias(consumer) if consumer in settings.DATABASES else "default"
+    alias = _dead_letter_alias(consumer, message)
     failures, waited, pause = 0, 0.0, 0.1
     while True:
         try:
@@ -153,6 +153,18 @@ def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable
             time.sleep(delay)
             waited += delay
             pause = min(pause * 2, 5.0)
+
+
+def _dead_letter_alias(consumer: str, message: Any) -> str:
+    """The consumer's own database; for the orchestrator, that of the saga type the message names."""
+    from sagas.definitions import get_definition
+
+    if consumer != ORCHESTRATOR:
+        return service_alias(consumer)
+    try:
+        return service_alias(get_definition(message["saga"]).service)
+    except (TypeError, KeyError):
+        return "default"
 
 
 def _dead_letter(alias: str, consumer: str, task: str, queue: str, message: Any, error: str,
