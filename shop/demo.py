@@ -13,10 +13,12 @@ from inventory.services import inventory_reset, product_upsert
 from orders.services import orders_reset
 from payments.models import Wallet
 from payments.services import payments_reset, wallet_set
+from sagas.housekeeping import messages_reset
 from shipping.services import shipping_reset
 
-# Apps that keep per-order state register their reset here (the saga engine, idempotency keys, ...).
-RESETS = [orders_reset, inventory_reset, payments_reset, shipping_reset, keys_reset]
+# Apps that keep per-order state register their reset here. The saga engine's goes first: no saga, command or
+# inbox row may outlive the orders it was about (its tables are emptied in every service database).
+RESETS = [messages_reset, orders_reset, inventory_reset, payments_reset, shipping_reset, keys_reset]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ from shop.demo import DemoSpec, seed
 
 class Command(BaseCommand):
     help = ("Reset the demo data: customers customer1..N (password --password) with funded wallets, and "
-            "products SKU-0001.. with --stock units each. Running it again resets to that state.")
+            "products SKU-0001.. with --stock units each. Running it again resets to that state. Orders, "
+            "payments, reservations, shipments, idempotency keys and the saga engine's tables (sagas, step logs, "
+            "outbox, inbox, step guards, dead letters, in every service database) are emptied: stop the workers, "
+            "relays and sweeper first.")
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         defaults = DemoSpec()
