@@ -28,11 +28,6 @@ OUTBOX_RETENTION_HOURS = env.get_float("OUTBOX_RETENTION_HOURS", 24.0, minimum=0
 # down, then comes the broker's visibility timeout and the sweeper's re-sends. `manage.py purge_messages`
 # refuses a value shorter than that horizon.
 INBOX_RETENTION_HOURS = env.get_float("INBOX_RETENTION_HOURS", 168.0, minimum=1.0)
-# Inbox rows (and step guards, and re-driven dead letters) are what makes a duplicate harmless, so they are kept
-# far longer than a duplicate could still arrive: a message can wait in a queue for as long as its consumer is
-# down, then comes the broker's visibility timeout and the sweeper's re-sends. `manage.py purge_messages`
-# refuses a value shorter than that horizon.
-INBOX_RETENTION_HOURS = env.get_float("INBOX_RETENTION_HOURS", 168.0, minimum=1.0)
 
 # Fault injection for the relay, used by the crash tests and available to anyone who wants to watch the
 # system recover: crash-after-claim, crash-after-publish (the process exits before committing), or
