@@ -3,6 +3,8 @@
     python -m loadtests.collect stats [--drain-timeout 60]   # wait until no order is PENDING, print JSON
     python -m loadtests.collect outbox [--interval 1]        # one JSON line of outbox lag per interval
     python -m loadtests.collect commands --port 8000         # the mode's process commands as JSON
+    python -m loadtests.collect tokens                       # the seeded customers' API tokens, one a line
+    python -m loadtests.collect window --since T0 --until T1 # what a bench window placed and finished, as JSON
 
 The driver runs this as a subprocess with the mode's ORDER_FLOW and database URLs, because Django reads its
 settings once per process and the driver visits several modes (a flow's process commands depend on its
@@ -19,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -130,7 +133,53 @@ def cmd_commands(args: argparse.Namespace) -> int:
 
     commands = process_commands(args.host, args.port, flow=settings.ORDER_FLOW,
                                 per_service_workers=args.per_service_workers)
+    if args.saga_layout and settings.ORDER_FLOW == "saga":
+        # A layout other than the default, to measure it against the default (loadtests.bench --saga-layout).
+        from sagas.processes import saga_process_commands
+
+        commands = {"web": commands["web"], **saga_process_commands(sys.executable, layout=args.saga_layout)}
     json.dump(commands, sys.stdout)
+    print()
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    _setup()
+    from rest_framework.authtoken.models import Token
+
+    # `manage.py seed` gives every customer a token; logging in through the API would hash a password each.
+    keys = Token.objects.filter(user__username__regex=r"^customer[0-9]+$").order_by("user_id")
+    for key in keys.values_list("key", flat=True):
+        print(key)
+    return 0
+
+
+def window_counts(since: datetime, until: datetime) -> dict[str, int]:
+    """Rows of the bare endpoint and orders placed in [since, until], and how far those orders got by `until`
+    (a final status stamped at or before it) and by now."""
+    from django.db.models import Count, Q
+
+    from benchmarks.models import BenchRow
+    from orders.models import Order
+
+    placed = Order.objects.filter(created_at__gte=since, created_at__lte=until)
+    final = ~Q(status=Order.Status.PENDING)
+    counts = placed.aggregate(
+        placed=Count("id"),
+        final_by_end=Count("id", filter=final & (Q(finalized_at__lte=until) | Q(finalized_at__isnull=True))),
+        final_now=Count("id", filter=final),
+        failed_now=Count("id", filter=Q(status=Order.Status.FAILED)),
+    )
+    counts["bare_rows"] = BenchRow.objects.filter(created_at__gte=since, created_at__lte=until).count()
+    counts["pending_at_end"] = counts["placed"] - counts["final_by_end"]
+    counts["pending_now"] = counts["placed"] - counts["final_now"]
+    return counts
+
+
+def cmd_window(args: argparse.Namespace) -> int:
+    _setup()
+    since, until = (datetime.fromtimestamp(t, UTC) for t in (args.since, args.until))
+    json.dump(window_counts(since, until), sys.stdout)
     print()
     return 0
 
@@ -149,7 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_argument("--host", default="127.0.0.1")
     commands.add_argument("--port", type=int, required=True)
     commands.add_argument("--per-service-workers", action="store_true")
+    commands.add_argument("--saga-layout", help="one of sagas.processes.LAYOUTS instead of the default")
     commands.set_defaults(func=cmd_commands)
+    tokens = sub.add_parser("tokens", help="print the seeded customers' API tokens, one a line")
+    tokens.set_defaults(func=cmd_tokens)
+    window = sub.add_parser("window", help="bench rows and orders placed between two Unix times, as JSON")
+    window.add_argument("--since", type=float, required=True)
+    window.add_argument("--until", type=float, required=True)
+    window.set_defaults(func=cmd_window)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -52,6 +52,16 @@ class ModeResult:
 
 
 @dataclass
+class CostTable:
+    """`make bench`'s table (loadtests.bench): one column per mode, then its verdict lines and notes."""
+
+    header: list[str]
+    rows: list[list[str]]
+    verdicts: list[str]
+    notes: list[str]
+
+
+@dataclass
 class Report:
     title: str
     started_at: str
@@ -59,6 +69,7 @@ class Report:
     settings: dict[str, Any]
     versions: dict[str, str]
     modes: list[ModeResult]
+    cost: CostTable | None = None
 
 
 # -- reading Locust's and the locustfile's files ----------------------------------------------------------
@@ -359,6 +370,9 @@ def render_markdown(report: Report, plot_files: dict[str, str] | None = None) ->
              NOTES, ""]
     for title, filename in (plot_files or {}).items():
         lines += [f"![{title}]({filename})", ""]
+    if report.cost is not None:
+        lines += ["## What an order costs", "", markdown_table(report.cost.header, report.cost.rows), ""]
+        lines += [*(f"- {line}" for line in report.cost.verdicts), "", *report.cost.notes, ""]
     for m in report.modes:
         lines += [f"## {m.mode}", ""]
         if m.layout:
@@ -415,6 +429,15 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" "
                      f"src=\"data:image/png;base64,{data}\">")
+    if report.cost is not None:
+        cost = report.cost
+        parts += [
+            "<h2>What an order costs</h2><table><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in cost.header) + "</tr></thead><tbody>",
+            *("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cost.rows),
+            "</tbody></table><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in cost.verdicts) + "</ul>",
+            *(f"<p class=\"note\">{html.escape(note)}</p>" for note in cost.notes),
+        ]
     for m in report.modes:
         parts.append(f"<h2>{html.escape(m.mode)}</h2>")
         if m.layout:

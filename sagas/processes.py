@@ -28,12 +28,31 @@ def sweeper_command(python: str) -> list[str]:
     return [python, "manage.py", "saga_sweeper"]
 
 
-def saga_process_commands(python: str, *, per_service_workers: bool = False,
-                          concurrency: int = 4) -> dict[str, list[str]]:
+# Worker layouts on one machine (`make bench --saga-layout` measures them against each other):
+# - "shared": one worker consumes every queue. Celery's Redis transport takes the queues round-robin, so
+#   a reply (queue `sagas`) waits behind up to four new commands, and under load sagas pile up half done.
+# - "replies": the orchestrator's queue gets a worker of its own, so replies never queue behind commands
+#   and a saga that has started is finished before new ones take the participants' time.
+LAYOUTS = ("shared", "replies")
+DEFAULT_LAYOUT = "shared"
+REPLY_QUEUES = ("sagas",)
+COMMAND_QUEUES = tuple(queue for queue in QUEUES if queue not in REPLY_QUEUES)
+
+
+def saga_process_commands(python: str, *, per_service_workers: bool = False, concurrency: int = 4,
+                          layout: str = DEFAULT_LAYOUT) -> dict[str, list[str]]:
+    """The saga processes by name: Celery workers (`layout`, or one per queue with `per_service_workers`),
+    one outbox relay per database, the sweeper."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown saga worker layout {layout!r} (one of {', '.join(LAYOUTS)})")
     commands: dict[str, list[str]] = {}
     if per_service_workers:
         for queue in QUEUES:
             commands[f"worker-{queue}"] = worker_command(python, (queue,), queue, max(1, concurrency // 2))
+    elif layout == "replies":
+        half = max(1, concurrency // 2)
+        commands["worker-replies"] = worker_command(python, REPLY_QUEUES, "orchestrator", half)
+        commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", max(1, concurrency - half))
     else:
         commands["worker"] = worker_command(python, QUEUES, "all", concurrency)
     for alias in relay_aliases():

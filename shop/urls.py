@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -21,6 +22,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
 ]
+if settings.BENCH_ENDPOINT:
+    urlpatterns.append(path("api/bench/", include("benchmarks.urls")))
 
 handler404 = "shop.problems.not_found"
 handler500 = "shop.problems.server_error"

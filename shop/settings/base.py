@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "shipping",
     "sagas",
     "idempotency",
+    "benchmarks",
 ]
 
 MIDDLEWARE = [
@@ -40,6 +41,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "shop.urls"
+# The bare one-INSERT endpoint of `make bench` (/api/bench/insert): unauthenticated, so off unless asked for.
+BENCH_ENDPOINT = env.get_bool("BENCH_ENDPOINT", False)
 WSGI_APPLICATION = "shop.wsgi.application"
 
 TEMPLATES = [

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from benchmarks.api import BenchInsertApi
+
+urlpatterns = [
+    path("insert", BenchInsertApi.as_view(), name="bench-insert"),
+]
