@@ -4,8 +4,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from sagas.engine import saga_retry
-from sagas.models import InboxMessage, OutboxMessage, SagaInstance, SagaStepLog
+from sagas.models import DeadLetter, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
 from sagas.selectors import outbox_stats
+from sagas.services import dead_letter_redrive
 
 
 class SagaStepLogInline(admin.TabularInline):
@@ -82,3 +83,42 @@ class InboxMessageAdmin(admin.ModelAdmin):
     list_filter = ["consumer"]
     search_fields = ["=message_id"]
     readonly_fields = [f.name for f in InboxMessage._meta.fields]
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Messages no delivery could handle. Fix the cause, then re-drive: the message goes back through the
+    outbox to its queue, unchanged (its consumer's inbox still deduplicates it)."""
+
+    list_display = ["id", "created_at", "consumer", "task", "message_id", "deliveries", "short_error", "redriven_at"]
+    list_filter = ["consumer", "task", ("redriven_at", admin.EmptyFieldListFilter)]
+    search_fields = ["=message_id"]
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+    actions = ["redrive"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, letter: DeadLetter) -> str:
+        return letter.error[:80]
+
+    @admin.action(description="Re-drive the selected messages (publish them again)")
+    def redrive(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        redriven = 0
+        for letter in queryset.filter(redriven_at__isnull=True):
+            if dead_letter_redrive(letter_id=letter.pk, using=queryset.db):
+                self.log_change(request, letter, "Re-driven to its queue.")
+                redriven += 1
+        self.message_user(request, f"Re-drove {redriven} message(s).", messages.SUCCESS)
+
+
+@admin.register(StepGuard)
+class StepGuardAdmin(admin.ModelAdmin):
+    list_display = ["key", "consumer", "state", "updated_at"]
+    list_filter = ["consumer", "state"]
+    search_fields = ["key"]
+    readonly_fields = [f.name for f in StepGuard._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
