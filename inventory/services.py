@@ -20,14 +20,16 @@ def _sorted_lines(lines: Lines) -> list[dict]:
     return [{"sku": sku, "quantity": quantity} for sku, quantity in sorted(lines)]
 
 
-def stock_reserve(*, order_id: int, key: str, lines: Lines) -> Reservation:
+def stock_reserve(*, order_id: int, key: str, lines: Lines, key_is_new: bool = False) -> Reservation:
     """Hold `lines` for `order_id`. Raises OutOfStock and changes nothing if any line cannot be met.
 
-    Idempotent by `key`: a repeat returns the existing reservation.
+    Idempotent by `key`: a repeat returns the existing reservation. A caller whose key cannot have been used
+    yet (built from an order created in its own transaction) passes `key_is_new` and saves the lookup.
     """
-    existing = Reservation.objects.filter(key=key).first()
-    if existing is not None:
-        return existing
+    if not key_is_new:
+        existing = Reservation.objects.filter(key=key).first()
+        if existing is not None:
+            return existing
     sorted_lines = _sorted_lines(lines)
     with transaction.atomic(using=service_alias("inventory"), savepoint=False):
         for line in sorted_lines:

@@ -11,11 +11,14 @@ from rest_framework.views import APIView
 
 from idempotency.decorators import idempotent, request_claim
 from idempotency.errors import IdempotencyKeyReused
+from orders.errors import Overloaded
+from orders.flows import is_synchronous as flow_is_synchronous
 from orders.flows import place_order
 from orders.models import Order
-from orders.selectors import order_get, order_get_by_request_key, order_get_for_customer, order_list_for_customer
+from orders.selectors import order_get_by_request_key, order_get_for_customer, order_list_for_customer
 from orders.serializers import OrderCreateSerializer, OrderSerializer
 from orders.services import PlaceOrder
+from shop.db import is_connection_exhausted
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, description="Makes a retried POST safe (1-255 chars)."
@@ -39,6 +42,9 @@ class OrderListCreateApi(ListAPIView):
             409: OpenApiResponse(description="Out of stock, or the Idempotency-Key is in use (problem+json)"),
             422: OpenApiResponse(description="Undeliverable address, or the Idempotency-Key was used for "
                                              "another request (problem+json)"),
+            503: OpenApiResponse(description="Payment gateway unavailable, or `overloaded` (saga backlog at "
+                                             "its bound, no database connection free): retry after "
+                                             "Retry-After (problem+json)"),
         },
     )
     @idempotent
@@ -53,13 +59,23 @@ class OrderListCreateApi(ListAPIView):
             payment_token=data["payment"]["token"],
             shipping_address=data["shipping_address"],
             request_key=claim.key if claim else None,
+            unit_prices=data["unit_prices"],
         )
+        # The order comes back as placed (or as found, for a repeat), lines included: nothing is read again.
         order = _place_once(command, earlier_attempt=claim is not None and claim.resumed)
-        order = order_get(order_id=order.pk)
         body = OrderSerializer(order).data
-        if order.is_final:
+        if flow_is_synchronous():
             return Response(body, status=status.HTTP_201_CREATED)
+        # Accepted and continuing in the background, whatever state the order has reached by now: a repeat
+        # that finds an order its first attempt placed answers exactly like that first attempt did.
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # No connection to be had (the server's or a pool's limit reached) is overload, not an outage: answered
+        # like a full saga backlog, so a client backs off the same way.
+        if is_connection_exhausted(exc):
+            exc = Overloaded("No database connection is free; nothing was placed, retry after the delay.")
+        return super().handle_exception(exc)
 
 
 def _place_once(command: PlaceOrder, *, earlier_attempt: bool) -> Order:

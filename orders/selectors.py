@@ -26,3 +26,9 @@ def orders_for_audit() -> QuerySet[Order]:
 
 def order_get_by_request_key(*, customer_id: int, request_key: str) -> Order | None:
     return Order.objects.filter(customer_id=customer_id, request_key=request_key).prefetch_related("lines").first()
+
+
+def orders_pending_count(*, limit: int) -> int:
+    """How many orders are PENDING, counting no further than `limit`: the cost is bounded by the limit, not by
+    the size of the backlog or of the table (the status index finds them)."""
+    return Order.objects.filter(status=Order.Status.PENDING).order_by()[:limit].count()

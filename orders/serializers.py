@@ -34,10 +34,16 @@ class OrderCreateSerializer(serializers.Serializer):
         duplicates = sorted({sku for sku in skus if skus.count(sku) > 1})
         if duplicates:
             raise serializers.ValidationError(f"Duplicate SKU line(s): {', '.join(duplicates)}.")
-        unknown = sorted(set(skus) - set(product_prices(skus=skus)))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown SKU(s): {', '.join(unknown)}.")
         return lines
+
+    def validate(self, attrs: dict) -> dict:
+        # The prices read to find unknown SKUs are the ones the order is placed at: read once per request.
+        skus = [line["sku"] for line in attrs["lines"]]
+        prices = product_prices(skus=skus)
+        unknown = sorted(set(skus) - set(prices))
+        if unknown:
+            raise serializers.ValidationError({"lines": [f"Unknown SKU(s): {', '.join(unknown)}."]})
+        return {**attrs, "unit_prices": prices}
 
 
 class OrderLineSerializer(serializers.ModelSerializer):

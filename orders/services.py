@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -23,6 +24,8 @@ class PlaceOrder:
     shipping_address: Mapping[str, str] = field(default_factory=dict)
     # The Idempotency-Key the order was asked with, if any; unique per customer.
     request_key: str | None = None
+    # Unit prices already read for these SKUs (the API reads them to validate the request); None: read them.
+    unit_prices: Mapping[str, int] | None = None
 
 
 class InvalidTransition(Exception):
@@ -35,9 +38,23 @@ class UnknownProducts(ValueError):
         self.skus = list(skus)
 
 
+def order_total(*, command: PlaceOrder) -> int:
+    """What the order will cost, from the prices the command carries (the amount to authorize up front)."""
+    prices = _prices(command)
+    return sum(prices[sku] * quantity for sku, quantity in command.lines)
+
+
+def _prices(command: PlaceOrder) -> Mapping[str, int]:
+    if command.unit_prices is not None:
+        return command.unit_prices
+    return product_prices(skus=[sku for sku, _ in command.lines])
+
+
 def order_create(*, command: PlaceOrder, flow: str) -> Order:
-    """Create the order PENDING with its lines priced from the catalogue."""
-    prices = product_prices(skus=[sku for sku, _ in command.lines])
+    """Create the order PENDING with its lines priced from the catalogue (or the prices the command carries).
+
+    The order comes back with its lines attached, so answering with it reads nothing back."""
+    prices = _prices(command)
     unknown = sorted(sku for sku, _ in command.lines if sku not in prices)
     if unknown:
         raise UnknownProducts(unknown)
@@ -54,27 +71,38 @@ def order_create(*, command: PlaceOrder, flow: str) -> Order:
         for line in lines:
             line.order = order
         OrderLine.objects.bulk_create(lines)
+    _attach_lines(order, lines)
     return order
 
 
-def order_transition(*, order_id: int, to: str, reason: str = "", detail: str = "") -> None:
+def _attach_lines(order: Order, lines: list[OrderLine]) -> None:
+    # What prefetch_related("lines") would have stored, from the rows just written: `order.lines.all()` then
+    # answers from memory instead of a SELECT.
+    cached = OrderLine.objects.filter(order=order)
+    cached._result_cache = lines  # type: ignore[attr-defined]
+    cached._prefetch_done = True  # type: ignore[attr-defined]
+    order._prefetched_objects_cache = {"lines": cached}  # type: ignore[attr-defined]
+
+
+def order_transition(*, order_id: int, to: str, reason: str = "", detail: str = "") -> datetime | None:
     """Move order `order_id` to status `to` by compare-and-set; refuses any move the table does not allow.
 
-    Repeating a transition that already happened is harmless (the order is already there)."""
+    Returns the time it moved; None when it was there already (repeating a transition is harmless)."""
     allowed_from = [src for src, targets in Order.TRANSITIONS.items() if to in targets]
+    now = timezone.now()
     updated = Order.objects.filter(pk=order_id, status__in=allowed_from).update(
-        status=to, failure_reason=reason, failure_detail=detail[:300], finalized_at=timezone.now(),
-        updated_at=timezone.now(),
+        status=to, failure_reason=reason, failure_detail=detail[:300], finalized_at=now, updated_at=now,
     )
     if updated:
-        return
+        return now
     current = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
     if current != to:
         raise InvalidTransition(f"order {order_id}: {current} -> {to} is not allowed")
+    return None
 
 
-def order_confirm(*, order_id: int) -> None:
-    order_transition(order_id=order_id, to=Order.Status.CONFIRMED)
+def order_confirm(*, order_id: int) -> datetime | None:
+    return order_transition(order_id=order_id, to=Order.Status.CONFIRMED)
 
 
 def order_reject(*, order_id: int, reason: str, detail: str = "") -> None:

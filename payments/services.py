@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -11,17 +13,23 @@ from payments.models import Payment, Wallet
 from shop.errors import InsufficientFunds
 from shop.routers import service_alias
 
+logger = logging.getLogger(__name__)
 
-def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token: str, key: str) -> Payment:
-    """Charge `amount_cents` to the customer's wallet through the gateway.
 
-    Raises PaymentDeclined / InsufficientFunds (business) or GatewayTimeout (transient) and then changes
-    nothing. Idempotent by `key`: a repeat returns the existing payment and charges nothing.
-    """
-    existing = Payment.objects.filter(key=key).first()
-    if existing is not None:
-        return existing
-    reference = gateway.authorize(token=token, amount_cents=amount_cents, key=key)
+def payment_authorize(*, token: str, amount_cents: int, key: str) -> gateway.Authorization:
+    """Hold `amount_cents` on the card, before any database work. Idempotent by `key` at the gateway: the
+    same key returns the same authorization, so a retried request never holds (or charges) twice.
+
+    Raises PaymentDeclined (business) or GatewayTimeout (transient, retry with the same key)."""
+    return gateway.authorize(token=token, amount_cents=amount_cents, key=key)
+
+
+def payment_record(*, authorization: gateway.Authorization, order_id: int, customer_id: int, key: str
+                   ) -> Payment:
+    """Debit the customer's wallet by the authorized amount and record the payment, in the caller's
+    transaction. Raises InsufficientFunds and changes nothing if the wallet is short. Not idempotent: callers
+    whose key may repeat use `payment_charge`."""
+    amount_cents = authorization.amount_cents
     with transaction.atomic(using=service_alias("payments"), savepoint=False):
         debited = Wallet.objects.filter(customer_id=customer_id, balance_cents__gte=amount_cents).update(
             balance_cents=F("balance_cents") - amount_cents
@@ -30,17 +38,62 @@ def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token:
             raise InsufficientFunds("The wallet does not hold enough money for this order.")
         return Payment.objects.create(
             order_id=order_id, key=key, customer_id=customer_id, amount_cents=amount_cents,
-            gateway_reference=reference,
+            gateway_reference=authorization.reference,
         )
 
 
+def payment_capture(*, authorization: gateway.Authorization) -> None:
+    """Collect an authorization whose payment is committed. Idempotent. A failure here leaves the hold to
+    expire at the gateway; the wallet debit, which is what the books count, is already committed."""
+    try:
+        gateway.capture(authorization.reference)
+    except Exception:
+        logger.exception("Capture of %s failed; the order stands, the hold will expire", authorization.reference)
+
+
+def payment_void(*, authorization: gateway.Authorization) -> None:
+    """Release an authorization whose payment was not recorded (the order failed). Idempotent. Never raises
+    over the failure being handled: a hold that could not be voided charges nothing and expires."""
+    try:
+        gateway.void(authorization.reference)
+    except Exception:
+        logger.exception("Void of %s failed; the hold will expire uncaptured", authorization.reference)
+
+
+def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token: str, key: str) -> Payment:
+    """Authorize, debit the wallet and record the payment, capturing once the caller's transaction commits.
+
+    Raises PaymentDeclined / InsufficientFunds (business) or GatewayTimeout (transient) and then changes
+    nothing (an authorization the wallet cannot cover is voided). Idempotent by `key`: a repeat returns the
+    existing payment and charges nothing; the gateway authorization is keyed by it too.
+    """
+    existing = Payment.objects.filter(key=key).first()
+    if existing is not None:
+        return existing
+    authorization = payment_authorize(token=token, amount_cents=amount_cents, key=key)
+    alias = service_alias("payments")
+    try:
+        payment = payment_record(authorization=authorization, order_id=order_id, customer_id=customer_id,
+                                 key=key)
+    except InsufficientFunds:
+        payment_void(authorization=authorization)
+        raise
+    # Dropped with the transaction if it rolls back: the authorization then stays held, and the redelivered
+    # command finds it again under the same key.
+    transaction.on_commit(lambda: payment_capture(authorization=authorization), using=alias)
+    return payment
+
+
 def payment_refund(*, key: str) -> Payment | None:
-    """Give back the money of payment `key`. Idempotent: refunding twice, or a charge that never happened,
-    changes nothing."""
+    """Give back the money of payment `key`, at the gateway and in the wallet. Idempotent: refunding twice,
+    or a charge that never happened, changes nothing."""
     with transaction.atomic(using=service_alias("payments"), savepoint=False):
         payment = Payment.objects.select_for_update().filter(key=key).first()
         if payment is None or payment.status == Payment.Status.REFUNDED:
             return payment
+        # Before the wallet: if this transaction then rolls back, the repeat finds the gateway refund done
+        # (refunds are idempotent by reference) and completes the wallet side.
+        gateway.refund(payment.gateway_reference)
         Wallet.objects.filter(customer_id=payment.customer_id).update(
             balance_cents=F("balance_cents") + payment.amount_cents
         )

@@ -13,12 +13,14 @@ from shop.errors import Undeliverable
 UNDELIVERABLE_COUNTRIES = frozenset({"XX"})
 
 
-def shipment_schedule(*, order_id: int, key: str, address: Mapping[str, str]) -> Shipment:
+def shipment_schedule(*, order_id: int, key: str, address: Mapping[str, str], key_is_new: bool = False
+                      ) -> Shipment:
     """Schedule delivery of order `order_id` to `address`. Raises Undeliverable for a country no carrier
-    serves. Idempotent by `key`."""
-    existing = Shipment.objects.filter(key=key).first()
-    if existing is not None:
-        return existing
+    serves. Idempotent by `key` (`key_is_new`: the caller knows it cannot exist yet, skip the lookup)."""
+    if not key_is_new:
+        existing = Shipment.objects.filter(key=key).first()
+        if existing is not None:
+            return existing
     if address["country"] in UNDELIVERABLE_COUNTRIES:
         raise Undeliverable(f"No carrier delivers to country {address['country']}.")
     return Shipment.objects.create(

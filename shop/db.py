@@ -1,4 +1,4 @@
-"""Retries around the outermost transaction on deadlock or serialization failure."""
+"""Retries around the outermost transaction on deadlock or serialization failure; telling overload apart."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psycopg
 from django.conf import settings
+from django.db import DatabaseError as DjangoDatabaseError
 from django.db import OperationalError
 from psycopg import errors as pg_errors
 
@@ -36,3 +38,20 @@ def retry_on_conflict(fn: Callable[[], T], *, attempts: int | None = None) -> T:
                 raise ConcurrencyConflict(f"Gave up after {attempts} attempts: {exc.__cause__}") from exc
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
     raise AssertionError("unreachable")
+
+
+# What PostgreSQL says when every connection slot is taken (max_connections, or a role's or database's limit).
+# A refused connection carries no SQLSTATE in psycopg (the error comes before any result), so the text decides.
+_EXHAUSTED = ("too many clients", "too many connections", "remaining connection slots are reserved")
+
+
+def is_connection_exhausted(exc: BaseException) -> bool:
+    """True when `exc` says no database connection could be had in time: the server's or a pool's limit is
+    reached. That is overload, not an outage: the same request succeeds once others finish."""
+    cause = exc.__cause__ if isinstance(exc, DjangoDatabaseError) and exc.__cause__ is not None else exc
+    if isinstance(cause, pg_errors.TooManyConnections | pg_errors.ConnectionTimeout):
+        return True
+    # psycopg_pool's PoolTimeout, without importing a package the shop may not use.
+    if type(cause).__name__ == "PoolTimeout":
+        return True
+    return isinstance(cause, psycopg.OperationalError) and any(text in str(cause) for text in _EXHAUSTED)

@@ -8,6 +8,7 @@ it continues in the background. Business failures of a synchronous flow are rais
 from __future__ import annotations
 
 from importlib import import_module
+from types import ModuleType
 
 from django.conf import settings
 
@@ -16,5 +17,14 @@ from orders.services import PlaceOrder
 
 
 def place_order(command: PlaceOrder) -> Order:
-    flow = import_module(f"orders.flows.{settings.ORDER_FLOW}")
-    return flow.place_order(command)
+    return _flow().place_order(command)
+
+
+def is_synchronous() -> bool:
+    """True when the flow's orders are final once placed (the API answers 201); False when they continue in
+    the background (202 + Location, for the first request and every repeat alike)."""
+    return _flow().SYNCHRONOUS
+
+
+def _flow() -> ModuleType:
+    return import_module(f"orders.flows.{settings.ORDER_FLOW}")

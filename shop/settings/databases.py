@@ -3,10 +3,13 @@ import dj_database_url
 from shop import env
 
 _CONN_MAX_AGE = env.get_int("DB_CONN_MAX_AGE", 60, minimum=0)
+# Off by default: the check is a `SELECT 1` round trip at the start of every request. A connection that died
+# (PostgreSQL restarted) fails its request instead, which is answered 503 and closes it for the next one.
+_CONN_HEALTH_CHECKS = env.get_bool("DB_CONN_HEALTH_CHECKS", False)
 
 
 def _database(url: str) -> dict:
-    config = dj_database_url.parse(url, conn_max_age=_CONN_MAX_AGE, conn_health_checks=True)
+    config = dj_database_url.parse(url, conn_max_age=_CONN_MAX_AGE, conn_health_checks=_CONN_HEALTH_CHECKS)
     config["ENGINE"] = "django.db.backends.postgresql"
     return config
 
