@@ -10,6 +10,7 @@ Polling every OUTBOX_POLL_SECONDS is only the safety net.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,8 +24,11 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Min
 from django.utils import timezone
+from kombu import Producer
 
 from sagas.models import OutboxMessage
+from shop.backoff import Survivor
+from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,13 @@ def outbox_send(*, using: str, queue: str, task: str, payload: dict, message_id:
 
 
 class Relay:
-    """Publishes the outbox of one database to Celery until stopped."""
+    """Publishes the outbox of one database to Celery until stopped.
+
+    It survives its dependencies: when PostgreSQL or the broker goes away (restart, network), the failed batch
+    rolls back (nothing is marked published that was not), every connection is dropped, and the relay waits
+    with capped, jittered backoff, reconnects and carries on, logging the outage once per period. It exits
+    only when `stop_event` is set.
+    """
 
     def __init__(self, *, using: str, batch_size: int | None = None, poll_seconds: float | None = None) -> None:
         from shop.celery import app
@@ -63,12 +73,21 @@ class Relay:
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.OUTBOX_POLL_SECONDS
         self.published = 0
         self.stop_event = threading.Event()
+        self._producer: Producer | None = None
+        self._listener: psycopg.Connection | None = None
+
+    def producer(self) -> Producer:
+        """The relay's one broker connection, opened on first use and kept until it breaks."""
+        if self._producer is None:
+            self._producer = self.app.amqp.Producer(self.app.connection_for_write(), auto_declare=False)
+        return self._producer
 
     def publish_batch(self) -> int:
         """Claim, publish and mark one batch of due messages; return how many.
 
         Claiming and marking is one statement; the publish happens before the commit, so a crash in between
-        leaves the batch unpublished (to be published again), never marked but lost.
+        leaves the batch unpublished (to be published again), never marked but lost. A publish that fails
+        (broker away) raises out of the transaction, which rolls the claim back.
         """
         with transaction.atomic(using=self.using), connections[self.using].cursor() as cursor:
             cursor.execute(CLAIM_SQL, [self.batch_size])
@@ -77,13 +96,13 @@ class Relay:
                 return 0
             self._fault("crash-after-claim")
             copies = 2 if settings.OUTBOX_RELAY_FAULT == "publish-twice" else 1
-            with self.app.producer_or_acquire() as producer:
-                for _, message_id, queue, task, payload in batch:
-                    if isinstance(payload, str):
-                        payload = json.loads(payload)
-                    for _ in range(copies):
-                        self.app.send_task(task, args=[payload], queue=queue, task_id=str(message_id),
-                                           producer=producer)
+            producer = self.producer()
+            for _, message_id, queue, task, payload in batch:
+                if isinstance(payload, str):
+                    payload = json.loads(payload)
+                for _ in range(copies):
+                    self.app.send_task(task, args=[payload], queue=queue, task_id=str(message_id),
+                                       producer=producer)
             self._fault("crash-after-publish")
         self.published += len(batch)
         return len(batch)
@@ -120,30 +139,49 @@ class Relay:
         conn.execute(f"LISTEN {CHANNEL}")
         return conn
 
+    def close(self) -> None:
+        """Drop every connection: the LISTEN one, the database one and the broker one (each may be broken)."""
+        listener, self._listener = self._listener, None
+        producer, self._producer = self._producer, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                listener.close()
+        with contextlib.suppress(Exception):
+            connections[self.using].close()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.connection.close()
+
+    def _serve(self, survivor: Survivor) -> None:
+        """Listen and publish until stopped; raises when a dependency fails."""
+        self._listener = self._listen()
+        next_due_at, checked_at = time.monotonic(), 0.0
+        while not self.stop_event.is_set():
+            published = self.drain()
+            survivor.succeeded()
+            now = time.monotonic()
+            # While busy, NOTIFYs keep the relay awake; look for delayed messages only when idle or every
+            # RECHECK_SECONDS, which saves a query per wake-up.
+            if not published or now - checked_at > RECHECK_SECONDS:
+                next_due_at, checked_at = now + self._seconds_to_next_due(), now
+            wait = max(0.0, min(next_due_at, now + self.poll_seconds) - now)
+            if not published:
+                # A due message another relay holds locked: give it a moment instead of spinning.
+                wait = max(wait, 0.005)
+            if wait > 0:
+                # Wakes on the first NOTIFY, or after `wait` at the latest.
+                for _ in self._listener.notifies(timeout=wait, stop_after=1):
+                    pass
+
     def run(self) -> None:
         logger.info("outbox relay on %s: listening on %s, polling every %ss", self.using, CHANNEL,
                     self.poll_seconds)
-        listener = self._listen()
-        next_due_at, checked_at = time.monotonic(), 0.0
+        survivor = Survivor(what=f"outbox relay on {self.using}", logger=logger, stop=self.stop_event,
+                            disconnect=self.close, expected=database_unavailable_errors() + broker_unavailable_errors())
         try:
-            while not self.stop_event.is_set():
-                published = self.drain()
-                now = time.monotonic()
-                # While busy, NOTIFYs keep the relay awake; look for delayed messages only when idle or
-                # every RECHECK_SECONDS, which saves a query per wake-up.
-                if not published or now - checked_at > RECHECK_SECONDS:
-                    next_due_at, checked_at = now + self._seconds_to_next_due(), now
-                wait = max(0.0, min(next_due_at, now + self.poll_seconds) - now)
-                if not published:
-                    # A due message another relay holds locked: give it a moment instead of spinning.
-                    wait = max(wait, 0.005)
-                if wait > 0:
-                    # Wakes on the first NOTIFY, or after `wait` at the latest.
-                    for _ in listener.notifies(timeout=wait, stop_after=1):
-                        pass
+            survivor.run(lambda: self._serve(survivor))
         finally:
-            listener.close()
-            connections[self.using].close()
+            self.close()
 
 
 def outbox_backlog(*, using: str) -> tuple[int, float]:

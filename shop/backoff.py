@@ -72,6 +72,8 @@ class FailureLog:
             self._logged_at, self._unlogged = now, 0
         else:
             self._unlogged += 1
+            self.logger.debug("%s: attempt %d failed: %s: %s; retrying in %.1f s", self.what, self.failures,
+                              type(exc).__name__, one_line(exc), retry_in)
 
     def recovered(self) -> None:
         if self.failures:

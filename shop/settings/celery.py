@@ -16,13 +16,26 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.get_int("CELERY_TASK_TIME_LIMIT", 60, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 5)
 # Longer than any task may run, so an unacknowledged message is redelivered only when its worker is gone.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 300, minimum=60)}
+# (As low as 5 s is allowed so a test can watch a killed worker's message come back.)
+# A connect to a Redis that went away gives up after seconds rather than hanging, and kombu reconnects.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 300, minimum=5),
+                                   "socket_connect_timeout": 5, "socket_keepalive": True}
+# A worker outlives its broker: on start-up and after losing the connection (Redis or RabbitMQ restarting) it
+# retries forever with backoff instead of exiting, so nobody has to restart it when the broker is back.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = 4
+# A task that is running when the connection drops finishes its own transaction; its ack may be lost, so the
+# message comes again and the consumer's inbox drops the duplicate. Cancelling it would only redo the work.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "sagas"
 
 # Redis also serves Django's cache (throttling counters) and the simulated gateway's memory.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# Short socket timeouts: a request whose Redis is unreachable is answered 503 in seconds instead of hanging.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}}
 # Celery's Django fixup closes every database connection before and after each task unless this is set;
 # reconnecting cost more than the task itself. Connections still honour DB_CONN_MAX_AGE and health checks.
 CELERY_DB_REUSE_MAX = env.get_int("CELERY_DB_REUSE_MAX", 1000, minimum=0)

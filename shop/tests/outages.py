@@ -51,11 +51,14 @@ def own_backend_pid(alias: str = "default") -> int:
 
 def terminate_connections(alias: str = "default", *, spare_own: bool = True) -> int:
     """Terminate every connection to the test database of `alias` (but this test's own, unless told)."""
-    name = _test_database_name(alias)
     spared = own_backend_pid(alias) if spare_own else -1
     with _admin_connection(alias) as admin:
-        rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
-                             [name, spared]).fetchall()
+        return _terminate(admin, _test_database_name(alias), spared)
+
+
+def _terminate(admin: psycopg.Connection, name: str, spared: int) -> int:
+    rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+                         [name, spared]).fetchall()
     return len(rows)
 
 
@@ -63,10 +66,12 @@ def terminate_connections(alias: str = "default", *, spare_own: bool = True) -> 
 def database_away(alias: str = "default", *, spare_own: bool = True) -> Iterator[None]:
     """The test database of `alias` is unreachable inside the block: connections dropped, new ones refused."""
     name = _test_database_name(alias)
+    # Connect first (if the test has not yet): once the database refuses connections, it is too late.
+    spared = own_backend_pid(alias) if spare_own else -1
     with _admin_connection(alias) as admin:
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
         try:
-            terminate_connections(alias, spare_own=spare_own)
+            _terminate(admin, name, spared)
             yield
         finally:
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))

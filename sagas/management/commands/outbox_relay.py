@@ -7,7 +7,8 @@ from sagas.outbox import Relay
 
 
 class Command(BaseCommand):
-    help = "Publish the outbox of one database to Celery, waking on commit (LISTEN/NOTIFY). Run several at will."
+    help = ("Publish the outbox of one database to Celery, waking on commit (LISTEN/NOTIFY). Run several at will. "
+            "Survives database and broker restarts (reconnects with backoff); stops on SIGTERM / SIGINT.")
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--database", default="default", help="database alias whose outbox to relay")

@@ -1,17 +1,27 @@
+import logging
 import signal
 import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from sagas.definitions import all_definitions
 from sagas.engine import sweep
 from sagas.outbox import outbox_purge
+from shop.backoff import Survivor
+from shop.errors import broker_unavailable_errors, database_unavailable_errors
+
+logger = logging.getLogger("sagas.sweeper")
+
+PURGE_EVERY_SECONDS = 600.0
 
 
 class Command(BaseCommand):
-    help = "Re-send the current command of sagas past their step deadline; purge old published outbox rows."
+    help = ("Re-send the current command of sagas past their step deadline; purge old published outbox rows. "
+            "Survives database restarts (reconnects with backoff); stops on SIGTERM / SIGINT.")
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--once", action="store_true", help="sweep once and exit")
@@ -20,17 +30,31 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        retention = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
-        rounds = 0
-        while not stop.is_set():
-            for definition in all_definitions():
-                touched = sweep(definition=definition)
-                if touched:
-                    self.stdout.write(f"{definition.name}: re-sent or gave up on {touched} overdue saga(s)")
-            if rounds % 600 == 0:
+        if options["once"]:
+            self.sweep_round()
+            return
+        purged_at = float("-inf")
+
+        def round_then_wait() -> None:
+            nonlocal purged_at
+            self.sweep_round()
+            if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
+                retention = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
                 for alias in settings.DATABASES:
                     outbox_purge(using=alias, older_than=retention)
-            rounds += 1
-            if options["once"]:
-                break
+                purged_at = time.monotonic()
             stop.wait(settings.SAGA_SWEEP_INTERVAL_SECONDS)
+
+        logger.info("saga sweeper: every %ss", settings.SAGA_SWEEP_INTERVAL_SECONDS)
+        # A round that fails (PostgreSQL restarting, say) drops its connections and is tried again after a
+        # backoff; the sweeper exits only when told to.
+        Survivor(what="saga sweeper", logger=logger, stop=stop, disconnect=connections.close_all,
+                 expected=database_unavailable_errors() + broker_unavailable_errors()).run(round_then_wait)
+        connections.close_all()
+        self.stdout.write("saga sweeper stopped")
+
+    def sweep_round(self) -> None:
+        for definition in all_definitions():
+            touched = sweep(definition=definition)
+            if touched:
+                self.stdout.write(f"{definition.name}: re-sent or gave up on {touched} overdue saga(s)")
