@@ -8,6 +8,8 @@ order's failure reason and the HTTP status of its problem+json answer.
 
 from __future__ import annotations
 
+import functools
+
 
 class ShopError(Exception):
     code = "error"
@@ -81,3 +83,46 @@ class ConcurrencyConflict(TransientError):
 BUSINESS_ERRORS: dict[str, type[BusinessError]] = {
     cls.code: cls for cls in (OutOfStock, PaymentDeclined, InsufficientFunds, Undeliverable, PaymentUnavailable)
 }
+
+
+class DependencyUnavailable(TransientError):
+    """PostgreSQL, Redis or the broker cannot be reached (restarting, down, out of connections)."""
+
+    code = "dependency_unavailable"
+    status = 503
+    title = "A service the shop depends on is unavailable"
+    # A restart of PostgreSQL or Redis takes seconds; asking again sooner only adds load.
+    retry_after = 5
+
+
+@functools.cache
+def database_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the database cannot be reached, not that a query or its data was wrong.
+
+    OperationalError covers a refused or dropped connection, a server shutting down and too many clients;
+    InterfaceError a connection already closed. IntegrityError, DataError and ProgrammingError are bugs or
+    bad input and stay what they are. (Deadlocks are OperationalErrors too: shop.db tells them apart.)
+    """
+    import django.db
+    import psycopg
+
+    return (django.db.OperationalError, django.db.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@functools.cache
+def broker_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean Redis (cache, gateway memory, broker) or another broker cannot be reached."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
+            kombu.exceptions.ConnectionError, ConnectionError, TimeoutError)
+
+
+def dependency_unavailable(exc: BaseException) -> DependencyUnavailable | None:
+    """The 503 to answer for `exc` when it means a dependency is away; None for any other error."""
+    if isinstance(exc, database_unavailable_errors()):
+        return DependencyUnavailable("The database is unavailable; try again shortly.")
+    if isinstance(exc, broker_unavailable_errors()):
+        return DependencyUnavailable("Redis or the message broker is unavailable; try again shortly.")
+    return None

@@ -3,18 +3,31 @@
 One exception handler turns every failure the API can meet (validation, authentication, throttling, the
 business errors of shop.errors) into a problem document; `server_error` does the same for a crash, so no
 client ever has to parse an HTML error page.
+
+A database or Redis that cannot be reached is not a crash: both paths answer it 503
+`dependency-unavailable` with Retry-After, and drop the dead database connection so the next request
+connects afresh once the server is back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+import time
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import connections
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from shop.errors import ShopError
+from shop.backoff import one_line
+from shop.db import is_conflict
+from shop.errors import ConcurrencyConflict, ShopError, database_unavailable_errors, dependency_unavailable
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -80,6 +93,7 @@ def _drf_problem(exc: exceptions.APIException, instance: str) -> tuple[dict, dic
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     request = context.get("request")
     instance = request.get_full_path() if request is not None else ""
+    exc = transient_error(exc) or exc
     if isinstance(exc, ShopError):
         body = problem_body(code=exc.code, title=exc.title, status=exc.status, detail=exc.detail,
                             instance=instance, **exc.extra)
@@ -100,9 +114,64 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 def server_error(request, *args, **kwargs) -> JsonResponse:  # type: ignore[no-untyped-def]
+    # Django calls this handler inside its `except` block, so the error is at hand: one raised outside a DRF
+    # view (a middleware, the session, the admin) by a dependency that is away is a 503 here too.
+    exc = sys.exc_info()[1]
+    transient = transient_error(exc) if exc is not None else None
+    if transient is not None:
+        body = problem_body(code=transient.code, title=transient.title, status=transient.status,
+                            detail=transient.detail, instance=request.get_full_path())
+        return JsonResponse(body, status=transient.status, content_type=PROBLEM_CONTENT_TYPE,
+                            headers={"Retry-After": str(transient.retry_after)})
     body = problem_body(code="server_error", title="Internal server error", status=500,
                         detail="The server failed to handle this request.", instance=request.get_full_path())
     return JsonResponse(body, status=500, content_type=PROBLEM_CONTENT_TYPE)
+
+
+_REPORT_EVERY_SECONDS = 10.0
+_reported_at = 0.0
+_unreported = 0
+
+
+def transient_error(exc: BaseException) -> ShopError | None:
+    """The 503 for an error that says "try again later" rather than "this request is wrong" or "a bug":
+    a deadlock that outlived its retries, or a database or Redis that cannot be reached."""
+    if isinstance(exc, ShopError):
+        return None
+    if is_conflict(exc):
+        return ConcurrencyConflict("A conflicting transaction won; try again.")
+    unavailable = dependency_unavailable(exc)
+    if unavailable is None:
+        return None
+    if isinstance(exc, database_unavailable_errors()):
+        close_broken_connections()
+    _report(exc)
+    return unavailable
+
+
+def close_broken_connections() -> None:
+    """Close the database connections that died, so the next request opens a new one.
+
+    Django's request-time health check would find them too, but only at the start of the next request and only
+    inside a request cycle; closing here makes the first request after a restart succeed everywhere. A
+    connection inside an atomic block is left to the block, which drops it when its rollback fails.
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+def _report(exc: BaseException) -> None:
+    """One log line per period for a dependency that is away, not one per request (Django logs each 503)."""
+    global _reported_at, _unreported
+    now = time.monotonic()
+    if now - _reported_at < _REPORT_EVERY_SECONDS:
+        _unreported += 1
+        return
+    logger.warning("dependency unavailable (%d more since the last report): %s: %s", _unreported,
+                   type(exc).__name__, one_line(exc))
+    _reported_at, _unreported = now, 0
 
 
 def not_found(request, exception=None) -> JsonResponse:  # type: ignore[no-untyped-def]
