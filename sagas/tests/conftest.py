@@ -1,5 +1,12 @@
 """Real processes for the saga tests: Celery workers, outbox relays and the sweeper, as subprocesses
-pointed at the test databases. Nothing runs eagerly; messages go through the real broker."""
+pointed at the test databases. Nothing runs eagerly; messages go through the real broker.
+
+The processes outlive a test (starting them costs seconds), so a test must not end while they still work on
+its messages: pytest-django empties the databases after a transactional test, and a reply handled after that
+would leave rows, or a late delivery, for the next test to count. The `saga` fixture therefore waits, after
+each test, until the stack is idle: no saga running, no outbox row waiting, no message in a queue or taken by a
+worker and not acknowledged.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +21,67 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis
 from django.conf import settings
 
+from sagas.models import OutboxMessage, SagaInstance
 from sagas.processes import QUEUES, relay_aliases, relay_command, sweeper_command, worker_command
+from shop.testing import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+# How long the stack may take to finish a test's last messages (a loaded 2-core machine is slow).
+IDLE_TIMEOUT = 90
+# kombu's Redis transport keeps a message a worker took, until it is acknowledged, in these keys; the
+# queues themselves are lists named after the queue, plus one per priority level.
+UNACKED, UNACKED_INDEX, UNACKED_MUTEX = "unacked", "unacked_index", "unacked_mutex"
+PRIORITY_SEPARATOR = "\x06\x16"
+
+
+def broker() -> redis.Redis | None:
+    """A client of the broker when it is Redis (the test default), None for another broker."""
+    url = settings.CELERY_BROKER_URL
+    return redis.Redis.from_url(url) if url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+def _queue_keys(queue: str) -> list[str]:
+    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{priority}" for priority in range(1, 10))]
+
+
+def broker_backlog() -> dict[str, int]:
+    """Messages the broker holds, per queue, and `unacked`: taken by a worker and not acknowledged yet."""
+    client = broker()
+    if client is None:
+        return {}
+    counts = {queue: sum(client.llen(key) for key in _queue_keys(queue)) for queue in QUEUES}
+    counts[UNACKED] = client.hlen(UNACKED)
+    return {name: count for name, count in counts.items() if count}
+
+
+def broker_purge() -> None:
+    """Forget every message in the broker: only when no worker runs (a fresh database, or nothing to do them)."""
+    client = broker()
+    if client is not None:
+        client.delete(*[key for queue in QUEUES for key in _queue_keys(queue)], UNACKED, UNACKED_INDEX,
+                      UNACKED_MUTEX)
+
+
+def in_flight() -> str:
+    """What the saga stack still has to do, in words; empty when it is idle."""
+    busy = []
+    for alias in settings.DATABASES:
+        active = list(SagaInstance.objects.using(alias).filter(state__in=SagaInstance.ACTIVE)
+                      .values_list("state", "current_step", "resends"))
+        if active:
+            busy.append(f"{alias}: {len(active)} active sagas (state, step, resends) {active[:5]}")
+        pending = list(OutboxMessage.objects.using(alias).filter(published_at__isnull=True)
+                       .values_list("task", "available_at"))
+        if pending:
+            busy.append(f"{alias}: {len(pending)} outbox rows waiting {pending[:5]}")
+    backlog = broker_backlog()
+    if backlog:
+        busy.append(f"broker: {backlog}")
+    return "; ".join(busy)
 
 
 def _url(config: dict) -> str:
@@ -68,13 +130,35 @@ class Stack:
     def kill(self, name: str) -> None:
         self.stop(name, signal.SIGKILL)
 
+    def wait_idle(self, timeout: float = IDLE_TIMEOUT) -> str:
+        """Wait until nothing is in flight, seen twice in a row (a message can be between a queue and a
+        worker for an instant); return what is still in flight after `timeout` ("" when idle)."""
+        seen_idle = [False]
+
+        def idle_twice() -> bool:
+            idle = not in_flight()
+            twice, seen_idle[0] = idle and seen_idle[0], idle
+            return twice
+
+        wait_until(idle_twice, timeout=timeout, interval=0.2)
+        return in_flight()
+
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
 
     # The standard layout: one worker on every queue, a relay per database, the sweeper.
-    def worker(self, name: str = "worker", queues: tuple[str, ...] = QUEUES, **env: str) -> None:
-        self.start(name, worker_command(PYTHON, queues, name, 2), **env)
+    def worker(self, name: str = "worker", queues: tuple[str, ...] = QUEUES, *, concurrency: int = 2,
+               loglevel: str = "", **env: str) -> None:
+        argv = worker_command(PYTHON, queues, name, concurrency)
+        if loglevel:
+            argv[argv.index("--loglevel") + 1] = loglevel
+        self.start(name, argv, **env)
+
+    def pool_processes(self, name: str) -> list[int]:
+        """The pids of a worker's pool processes (the children of its main process)."""
+        proc = self.procs[name]
+        return [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
 
     def relay(self, name: str = "relay", alias: str = "default", **env: str) -> None:
         self.start(name, relay_command(PYTHON, alias), **env)
@@ -113,15 +197,14 @@ def saga_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
         "SAGA_STEP_TIMEOUT_SECONDS": "2",
         "SAGA_SWEEP_INTERVAL_SECONDS": "0.2",
         "SAGA_MAX_RESENDS": "20",
+        "SAGA_RESEND_MAX_SECONDS": "4",
         "DATABASE_URL": _url(settings.DATABASES["default"]),
     }
     for alias, config in settings.DATABASES.items():
         if alias != "default":
             env[f"{alias.upper()}_DATABASE_URL"] = _url(config)
     # Forget messages a killed worker left unacknowledged in an earlier session: this is a fresh database.
-    from shop.redis import get_redis
-
-    get_redis().flushdb()
+    broker_purge()
     stack = Stack(env, tmp_path_factory.mktemp("saga-processes"))
     yield stack
     stack.stop_all()
@@ -129,7 +212,11 @@ def saga_stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
 
 @pytest.fixture
 def saga(saga_stack: Stack, settings) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    """ORDER_FLOW=saga in this process, and the standard set of processes running."""
+    """ORDER_FLOW=saga in this process, and the standard set of processes running.
+
+    Afterwards, with the standard set running again, waits until the stack is idle, so that the databases
+    are emptied for the next test with nothing left in flight (a test that cannot get there fails here).
+    """
     settings.ORDER_FLOW = "saga"
     settings.SAGA_STEP_TIMEOUT_SECONDS = float(saga_stack.env["SAGA_STEP_TIMEOUT_SECONDS"])
     saga_stack.standard()
@@ -137,11 +224,18 @@ def saga(saga_stack: Stack, settings) -> Iterator[Stack]:  # type: ignore[no-unt
     yield saga_stack
     if time.monotonic() - started > 60:
         print(saga_stack.logs())
+    saga_stack.standard()
+    left = saga_stack.wait_idle()
+    assert not left, f"still in flight {IDLE_TIMEOUT} s after the test: {left}\n{saga_stack.logs()}"
 
 
 @pytest.fixture
-def no_processes(saga_stack: Stack, settings) -> Stack:  # type: ignore[no-untyped-def]
-    """ORDER_FLOW=saga with nothing running: the test itself plays the relay, the workers and the sweeper."""
+def no_processes(saga_stack: Stack, settings) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """ORDER_FLOW=saga with nothing running: the test itself plays the relay, the workers and the sweeper.
+
+    Whatever the test published is for rows that are about to be emptied: the broker forgets it afterwards.
+    """
     settings.ORDER_FLOW = "saga"
     saga_stack.stop_all()
-    return saga_stack
+    yield saga_stack
+    broker_purge()
