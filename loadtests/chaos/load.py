@@ -120,10 +120,11 @@ class Mix:
 
 
 class Load:
-    """`clients` threads, each logged in as its own customer, placing orders until stopped.
+    """`clients` customers, each placing orders until stopped while a second thread of its own follows the
+    accepted ones (so placing goes on while earlier orders wait out a fault, as many shoppers would).
 
-    `stop()` ends the placing of new orders; an order already started is still followed (retried, polled)
-    until it is final or `give_up_at` (time.monotonic()) passes."""
+    `stop()` ends the placing of new orders; an order already started is still retried and polled until it
+    is final or `give_up_at` (time.monotonic()) passes."""
 
     def __init__(self, base_url: str, *, clients: int, mix: Mix, password: str = "password",
                  think: tuple[float, float] = (0.2, 0.6), seed: int = 0) -> None:
@@ -153,7 +154,7 @@ class Load:
         self._stop.set()
 
     def join(self) -> None:
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(max(0.1, self.give_up_at - time.monotonic() + REQUEST_TIMEOUT_SECONDS + 5))
 
     def placed_since(self, since: float) -> list[OrderRecord]:
@@ -169,17 +170,26 @@ class Load:
         if token is None:
             return
         session.headers["Authorization"] = f"Token {token}"
-        while not self._stop.is_set():
-            body, pay_token, country = self.mix.order(rng)
-            record = OrderRecord(customer, str(uuid.uuid4()), pay_token, country, time.monotonic())
-            with self.records_lock:
-                self.records.append(record)
-            self._place(session, record, body)
-            if record.order_id is not None and record.outcome not in FINAL:
-                self._follow(session, record)
-            if not record.final and not record.outcome:
-                record.outcome = "unanswered"
-            self._stop.wait(rng.uniform(*self.think))
+        following: list[OrderRecord] = []
+        lock = threading.Lock()
+        placing_done = threading.Event()
+        follower = threading.Thread(target=self._follow_all, args=(token, following, lock, placing_done),
+                                    name=f"chaos-follower-{customer}", daemon=True)
+        follower.start()
+        self._threads.append(follower)
+        try:
+            while not self._stop.is_set():
+                body, pay_token, country = self.mix.order(rng)
+                record = OrderRecord(customer, str(uuid.uuid4()), pay_token, country, time.monotonic())
+                with self.records_lock:
+                    self.records.append(record)
+                self._place(session, record, body)
+                if record.order_id is not None and record.outcome not in FINAL:
+                    with lock:
+                        following.append(record)
+                self._stop.wait(rng.uniform(*self.think))
+        finally:
+            placing_done.set()
 
     def _login(self, session: requests.Session, customer: str) -> str | None:
         deadline = time.monotonic() + 60
@@ -238,21 +248,31 @@ class Load:
             return
         record.outcome = "unanswered"
 
-    def _follow(self, session: requests.Session, record: OrderRecord) -> None:
-        interval = 0.1
-        while time.monotonic() < self.give_up_at:
-            time.sleep(interval)
-            interval = min(interval * 1.5, 0.5)
-            try:
-                response = session.get(f"{self.base_url}{ORDERS}/{record.order_id}", timeout=REQUEST_TIMEOUT_SECONDS)
-            except requests.RequestException:
-                self.http.connection_error()
-                continue
-            self.http.record("GET", f"{ORDERS}/{{id}}", response)
-            if response.status_code == 200 and response.json().get("status") in FINAL:
-                self._finish(record, response.json())
+    def _follow_all(self, token: str, following: list[OrderRecord], lock: threading.Lock,
+                     placing_done: threading.Event) -> None:
+        """Poll this customer's accepted orders until each is CONFIRMED or FAILED (or the give-up time)."""
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+        while True:
+            with lock:
+                open_ = [r for r in following if r.outcome not in FINAL]
+            if not open_ and placing_done.is_set():
                 return
-        record.outcome = "unresolved"
+            if time.monotonic() >= self.give_up_at:
+                for record in open_:
+                    record.outcome = "unresolved"
+                return
+            for record in open_:
+                try:
+                    response = session.get(f"{self.base_url}{ORDERS}/{record.order_id}",
+                                           timeout=REQUEST_TIMEOUT_SECONDS)
+                except requests.RequestException:
+                    self.http.connection_error()
+                    continue
+                self.http.record("GET", f"{ORDERS}/{{id}}", response)
+                if response.status_code == 200 and response.json().get("status") in FINAL:
+                    self._finish(record, response.json())
+            time.sleep(0.25)
 
     @staticmethod
     def _finish(record: OrderRecord, order: dict) -> None:

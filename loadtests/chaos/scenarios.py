@@ -8,6 +8,7 @@ then reads the clients' records, the database and `manage.py audit`.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -81,7 +82,8 @@ class Database:
         while True:
             try:
                 with psycopg.connect(**self.params, autocommit=True, connect_timeout=5) as conn:
-                    return conn.execute(sql, params).fetchall()
+                    cursor = conn.execute(sql, params)
+                    return cursor.fetchall() if cursor.description else []
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
@@ -434,17 +436,18 @@ def participant_late_check(ctx: Context, verdict: Verdict) -> None:
 
 
 def poison_messages() -> list[tuple[str, str, str, Any]]:
-    """(kind, queue, task, argument) of messages no consumer can handle."""
+    """(kind, queue, task, argument) of messages no consumer can handle; each carries its own task id (the
+    `{task_id}` placeholder) so its dead letter can be found whatever the consumer could read of it."""
     def reply(saga: str) -> dict:
-        return {"id": str(uuid.uuid4()), "saga": saga, "saga_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()),
+        return {"id": "{task_id}", "saga": saga, "saga_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()),
                 "step": 0, "step_name": "reserve_stock", "direction": "action", "attempt": 1, "outcome": "ok",
-                "result": {}, "marker": "chaos-poison"}
+                "result": {}}
 
     return [
-        ("unparseable reply", "sagas", "sagas.reply", "chaos-poison: this is not a reply"),
+        ("unparseable reply", "sagas", "sagas.reply", "chaos poison {task_id}: this is not a reply"),
         ("reply naming an unknown saga type", "sagas", "sagas.reply", reply("no-such-saga")),
         ("reply naming an unknown saga", "sagas", "sagas.reply", reply("order")),
-        ("unparseable command", "payments", "payments.charge", {"marker": "chaos-poison", "no": "fields"}),
+        ("unparseable command", "payments", "payments.charge", {"chaos_poison": "{task_id}", "no": "fields"}),
     ]
 
 
@@ -455,7 +458,8 @@ def poison_message(ctx: Context) -> None:
     sent = {}
     try:
         for kind, queue, task, argument in poison_messages():
-            task_id = argument["id"] if isinstance(argument, dict) and "id" in argument else str(uuid.uuid4())
+            task_id = str(uuid.uuid4())
+            argument = json.loads(json.dumps(argument).replace("{task_id}", task_id))
             app.send_task(task, args=[argument], queue=queue, task_id=task_id)
             sent[task_id] = kind
     finally:
@@ -478,8 +482,6 @@ def dead_letters(ctx: Context, sent: dict[str, str]) -> dict[str, str]:
         for task_id in sent:
             if message_id == task_id or (payload and task_id in payload):
                 found[task_id] = error
-        if payload and "chaos-poison: this is not a reply" in payload:
-            found.update({t: error for t, kind in sent.items() if kind == "unparseable reply"})
     return found
 
 
@@ -568,9 +570,12 @@ class Run:
         if done.returncode:
             raise RuntimeError(f"migrate failed: {done.stderr.strip()[-1500:]}")
 
-    def reset(self, env: dict[str, str], db: Database) -> None:
-        """The same starting point for every scenario: an empty broker, the seeded data, no saga left over."""
+    def reset_broker(self) -> None:
+        """No message of an earlier scenario may reach this one's processes."""
         redis.Redis.from_url(self.servers.redis_url).flushdb()
+
+    def seed(self, env: dict[str, str], db: Database) -> None:
+        """The same data for every scenario: the seeded customers and products, no order, no saga."""
         done = self.manage(env, "seed", "--customers", str(self.customers), "--products", "10", "--stock", "5000",
                            "--balance-cents", "100000000")
         if done.returncode:
@@ -593,13 +598,23 @@ class Run:
         db = Database(self.servers.database_url)
         started = time.monotonic()
         say(f"{scenario.name}: {scenario.what} ({scenario.mode} flow)")
-        self.reset(env, db)
+        self.reset_broker()
         stack = Stack(env, self.out / scenario.name)
         port = _free_port()
         ctx = Context(scenario.name, self.pace, self.servers, stack, db, f"http://{HOST}:{port}")
+        phases: list[str] = []
+
+        def phase(name: str, since: list[float] = [started]) -> None:  # noqa: B006 (the running clock)
+            now = time.monotonic()
+            phases.append(f"{name} {now - since[0]:.0f}s")
+            since[0] = now
+
         try:
+            # The processes boot while the data is seeded: nothing reaches them before the load starts.
             scenario.processes(ctx, port)
+            self.seed(env, db)
             _wait_ready(ctx.base_url, stack)
+            phase("seed+start")
             bound = self.pace.bound_seconds + scenario.bound_extra
             load = Load(ctx.base_url, clients=self.pace.clients, mix=scenario.mix(), think=self.pace.think)
             ctx.load = load
@@ -611,7 +626,9 @@ class Run:
             ctx.sleep(max(0.0, ctx.fault_ended + self.pace.after_seconds - time.monotonic()))
             load.stop(give_up_at=ctx.fault_ended + bound)
             load.join()
+            phase("load")
             self._verdict(ctx, scenario, verdict, env, bound)
+            phase("checks")
         except Exception as exc:  # a driver failure is reported as this scenario's verdict, not a crash of the run
             verdict.check(f"the driver could not finish the scenario: {type(exc).__name__}: {exc}")
         finally:
@@ -620,7 +637,7 @@ class Run:
             stack.close()
         for note in verdict.notes:
             say(f"  {note}")
-        say(f"{verdict.line()}  [{time.monotonic() - started:.0f}s]")
+        say(f"{verdict.line()}  [{time.monotonic() - started:.0f}s: {', '.join(phases)}]")
         return verdict
 
     def _verdict(self, ctx: Context, scenario: Scenario, verdict: Verdict, env: dict[str, str], bound: float) -> None:
@@ -631,6 +648,10 @@ class Run:
         if load.login_errors:
             verdict.check(f"clients could not log in: {'; '.join(load.login_errors[:3])}")
         verdict.check(checks.check_placed(records))
+        hit = checks.in_flight_during(records, ctx.fault_started, ctx.fault_ended)
+        verdict.note(f"{len(hit)} order(s) in flight while the fault lasted "
+                     f"({ctx.fault_ended - ctx.fault_started:.0f}s)")
+        verdict.check(checks.check_fault_met_orders(records, ctx.fault_started, ctx.fault_ended))
         verdict.check(checks.check_final_in_time(records, bound))
         verdict.check(checks.check_database_final(ctx.db.pending()))
         verdict.check(checks.check_api_matches_database(records, ctx.db.statuses()))

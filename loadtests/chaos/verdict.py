@@ -53,12 +53,23 @@ def check_placed(records: Sequence[OrderRecord], minimum: int = 1) -> str | None
     return None
 
 
+def in_flight_during(records: Sequence[OrderRecord], started: float, ended: float) -> list[OrderRecord]:
+    """Orders begun before the fault ended and not final before it started: the ones the fault could hurt."""
+    return [r for r in records if r.started <= ended and (r.finished is None or r.finished >= started)]
+
+
+def check_fault_met_orders(records: Sequence[OrderRecord], started: float, ended: float) -> str | None:
+    if not in_flight_during(records, started, ended):
+        return "no order was in flight while the fault lasted: it met no traffic"
+    return None
+
+
 def check_final_in_time(records: Sequence[OrderRecord], bound_seconds: float) -> str | None:
     """Every order the clients started has a final answer within the bound after the fault ended."""
     open_ = [r for r in records if not r.final]
     if not open_:
         return None
-    described = [f"order {r.order_id} {r.outcome}" if r.order_id is not None
+    described = [f"order {r.order_id} {r.outcome or 'PENDING'}" if r.order_id is not None
                  else f"key {r.key[:8]} {r.outcome} (answers: {', '.join(r.answers[-3:]) or 'none'})" for r in open_]
     return f"{len(open_)} order(s) not final {bound_seconds:.0f}s after the fault ended: {_some(described)}"
 
