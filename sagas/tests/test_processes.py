@@ -1,25 +1,36 @@
-"""The relay and the sweeper outlive their dependencies: real processes, a real PostgreSQL that stops accepting
-connections and drops the ones it has, a real Redis that stops and starts again. They log the outage once,
-keep trying with backoff, resume by themselves, and stop only when told to."""
+"""Every long-running process outlives its dependencies: real processes, a real PostgreSQL that stops accepting
+connections and drops the ones it has, a real Redis that stops and starts again. The relay and the sweeper
+log the outage once, keep trying with backoff, resume by themselves and stop only when told to; a Celery
+worker reconnects to its broker; the web server answers 503 meanwhile and 200 as soon as it is back."""
 
 from __future__ import annotations
 
 import json
 import signal
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 
 from sagas.models import OutboxMessage
 from sagas.outbox import outbox_send
-from sagas.processes import relay_command, sweeper_command
+from sagas.processes import relay_command, sweeper_command, worker_command
 from shop.redis import get_redis
 from shop.testing import wait_until
-from shop.tests.outages import RedisServer, database_away, free_port, read_text, wait_for_line
+from shop.tests.outages import (
+    RedisServer,
+    database_away,
+    free_port,
+    read_text,
+    terminate_connections,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,3 +173,85 @@ def test_sweeper_survives_its_database_going_away(no_processes):
     code, text = _stop(no_processes, name)
     assert code == 0, text[-3000:]
     assert "saga sweeper stopped" in text, text[-3000:]
+
+
+def test_celery_worker_survives_a_broker_restart(no_processes, tmp_path):
+    from celery import Celery
+
+    server = RedisServer(tmp_path)
+    server.start()
+    probe = Celery("probe", broker=server.url)
+    try:
+        name = f"worker-brokeraway-{uuid.uuid4().hex[:6]}"
+        worker = no_processes.start(name, worker_command(PYTHON, (QUEUE,), name, 1), REDIS_URL=server.url,
+                                    CELERY_BROKER_URL=server.url)
+        log = _log(no_processes, name)
+
+        def consumes(n: int) -> bool:
+            # A task no worker knows: the worker logs it as unregistered, which proves it took it off the queue.
+            probe.send_task("tests.noop", queue=QUEUE, task_id=f"probe-{n}")
+            return wait_until(lambda: f"probe-{n}" in read_text(log), timeout=3)
+
+        assert wait_until(lambda: consumes(1), timeout=60, interval=0), read_text(log)[-3000:]
+        server.stop()
+        assert wait_for_line(log, "Connection to broker lost", timeout=60), read_text(log)[-3000:]
+        server.start()  # empty, as a Redis without persistence comes back
+        assert wait_until(lambda: consumes(2), timeout=120, interval=0), read_text(log)[-3000:]
+        assert worker.poll() is None, read_text(log)[-3000:]
+    finally:
+        probe.close()
+        server.stop()
+
+
+def test_web_answers_503_while_the_database_is_away_and_recovers_by_itself(no_processes, make_customer,
+                                                                          monkeypatch):
+    from rest_framework.authtoken.models import Token
+
+    from shop.launcher import process_commands
+
+    token = Token.objects.create(user=make_customer(balance_cents=70_000)).key
+    port = free_port()
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    name = f"web-{uuid.uuid4().hex[:6]}"
+    web = no_processes.start(name, process_commands("127.0.0.1", port, flow="saga")["web"])
+    log = _log(no_processes, name)
+
+    def get(path: str) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Token {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def serving() -> bool:
+        try:
+            return get("/api/v1/wallet")[0] == 200
+        except OSError:
+            return False
+
+    assert wait_until(serving, timeout=60, interval=0.2), read_text(log)[-3000:]
+
+    # PostgreSQL restarted between two requests. With DB_CONN_HEALTH_CHECKS the next request finds its
+    # connection dead before using it and reconnects; without (the default, which saves a round trip per
+    # request) it fails on the dead connection with a 503 and closes it. Either way the one after succeeds.
+    terminate_connections()
+    status, headers, body = get("/api/v1/wallet")
+    expected = 200 if settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] else 503
+    assert status == expected, (status, body)
+    if status == 503:
+        assert json.loads(body)["type"] == "/problems/dependency-unavailable", body
+    status, _, body = get("/api/v1/wallet")
+    assert status == 200, (status, body)
+
+    with database_away():
+        for path in ("/api/v1/wallet", "/api/v1/products", "/api/v1/wallet"):
+            status, headers, body = get(path)
+            assert status == 503, (path, status, body)
+            assert headers.get("Content-Type") == "application/problem+json", headers
+            assert headers.get("Retry-After") == "5", headers
+            assert json.loads(body)["type"] == "/problems/dependency-unavailable", body
+
+    status, _, body = get("/api/v1/wallet")
+    assert (status, json.loads(body)["balance_cents"]) == (200, 70_000), (status, body)
+    assert web.poll() is None, read_text(log)[-3000:]

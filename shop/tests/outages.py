@@ -57,9 +57,14 @@ def terminate_connections(alias: str = "default", *, spare_own: bool = True) -> 
 
 
 def _terminate(admin: psycopg.Connection, name: str, spared: int) -> int:
-    rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
-                         [name, spared]).fetchall()
-    return len(rows)
+    pids = [pid for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+                                             [name, spared])]
+    for pid in pids:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # pg_terminate_backend only signals the backend; wait until it is gone, as it is after a restart.
+    assert wait_until(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                                [pids]).fetchone(), timeout=30), f"backends {pids} still there"
+    return len(pids)
 
 
 @contextlib.contextmanager
