@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint audit seed shell clean-data compare bench-saga
+.PHONY: run test lint audit seed shell clean-data compare bench-saga bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,28 @@ shell: $(VENV)/.installed
 # Load-test each order flow in turn and write reports/<timestamp>/report.{md,html} (loadtests/compare.py).
 # e.g. make compare MODES=atomic USERS=10 DURATION=20s ARGS="--mix tok_decline=0.1 --processes"
 compare: $(VENV)/.installed
-	$(PY) -m loadtests.compare $(if $(MODES),--modes $(MODES))$(if $(USERS), --users $(USERS))$(if $(DURATION), --duration $(DURATION)) $(ARGS)
+	$(PY) -m loadtests.compare --bench $(if $(MODES),--modes $(MODES))$(if $(USERS), --users $(USERS))$(if $(DURATION), --duration $(DURATION)) $(ARGS)
+
+# What an order costs: a bare one-INSERT endpoint, atomic and saga back to back, the same load on each
+# (loadtests/bench.py); exits 1 when a verdict falls short. wrk drives the load (installed with apt-get when
+# missing and we are root); without it, a Python client does.
+bench: $(VENV)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; } || \
+		echo "wrk is not installed: the Python load generator drives the bench"
+	$(PY) -m loadtests.bench $(ARGS)
 
 # Saga mode on its own database: POST-to-final latency, completed sagas/s, relay drain vs bare publish.
 bench-saga: $(VENV)/.installed
 	$(PY) -m shop.launcher exec -- $(PY) -m sagas.bench $(ARGS)
+
+# The fault matrix (loadtests/chaos): kills, restarts and outages under load, one verdict line per scenario,
+# exit 1 if any falls short. Runs on its own embedded PostgreSQL and Redis in .data/chaos (started, restarted
+# and stopped by the driver), never on DATABASE_URL / REDIS_URL nor the shared .data servers.
+# make chaos ARGS="--short" (about 5 minutes; also CHAOS_SHORT=1), ARGS="--only worker-sigkill,poison-message"
+.PHONY: chaos
+chaos: $(VENV)/.installed
+	$(PY) -m loadtests.chaos $(ARGS)
 
 clean-data:
 	rm -rf .data

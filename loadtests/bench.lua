@@ -3,11 +3,11 @@
 -- Each order gets a fresh Idempotency-Key (prefix, thread, counter) and a customer token in turn; the
 -- summary is printed as one JSON line for the driver.
 
-local thread_count = 0
+local threads = {}
 
 function setup(thread)
-  thread_count = thread_count + 1
-  thread:set("id", thread_count)
+  threads[#threads + 1] = thread
+  thread:set("id", #threads)
 end
 
 function init(args)
@@ -21,6 +21,7 @@ function init(args)
     end
   end
   counter = 0
+  overloaded = 0
   bare_body = '{"note": "bench"}'
   bare_headers = {["Content-Type"] = "application/json"}
 end
@@ -43,10 +44,18 @@ function request()
   return wrk.format("POST", "/api/v1/orders", headers, body)
 end
 
+-- 503s are backpressure (the shop refusing work it cannot finish), counted apart from other errors.
+function response(status, headers, body)
+  if status == 503 then overloaded = overloaded + 1 end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local refused = 0
+  for _, thread in ipairs(threads) do refused = refused + (thread:get("overloaded") or 0) end
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, "p50_ms": %.2f, "p99_ms": %.2f}\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "overloaded": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %.2f, "p99_ms": %.2f}\n',
+    summary.requests, summary.duration, e.status, refused, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end

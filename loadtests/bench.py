@@ -244,7 +244,8 @@ def read_counters(reading: Reading, servers: Servers, sql_dir: Path) -> Reading:
 class Load:
     tool: str
     requests: int
-    non2xx: int
+    non2xx: int  # answers >= 400, the 503s included
+    overloaded: int  # 503: refused by backpressure or a dependency away
     socket_errors: int
     seconds: float
     cpu_seconds: float
@@ -277,7 +278,9 @@ def drive(tool: str, base_url: str, kind: str, *, connections: int, seconds: flo
     """`connections` clients POSTing for `seconds`, each waiting for its answer before the next request."""
     if tool == "wrk":
         threads = max(1, min(connections, os.cpu_count() or 1))
-        command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "30s",
+        # wrk counts whole seconds.
+        command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+                   "--timeout", "30s",
                    "-s", str(LUA_SCRIPT), base_url, "--", kind, str(tokens), str(products), prefix]
     else:
         command = [PYTHON, "-m", "loadtests.bench", "client", "--url", base_url, "--kind", kind,
@@ -288,7 +291,8 @@ def drive(tool: str, base_url: str, kind: str, *, connections: int, seconds: flo
     if code != 0 or summary is None:
         raise BenchError(f"the load generator ({tool}) exited with {code}: {output[-1500:]}")
     return Load(tool=tool, requests=summary["requests"], non2xx=summary["non2xx"],
-                socket_errors=summary["socket_errors"], seconds=summary["duration_us"] / 1e6, cpu_seconds=cpu,
+                overloaded=summary["overloaded"], socket_errors=summary["socket_errors"],
+                seconds=summary["duration_us"] / 1e6, cpu_seconds=cpu,
                 p50_ms=summary.get("p50_ms"), p99_ms=summary.get("p99_ms"))
 
 
@@ -306,14 +310,14 @@ def cmd_client(args: argparse.Namespace) -> int:
     url = urlsplit(args.url)
     tokens = [] if args.kind == "bare" else [t for t in Path(args.tokens).read_text().split() if t]
     lock = threading.Lock()
-    totals = {"requests": 0, "non2xx": 0, "socket_errors": 0}
+    totals = {"requests": 0, "non2xx": 0, "overloaded": 0, "socket_errors": 0}
     latencies: list[float] = []
     started = time.monotonic()
     deadline = started + args.seconds
 
     def client(thread: int) -> None:
         connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-        done = non2xx = errors = 0
+        done = non2xx = overloaded = errors = 0
         mine: list[float] = []
         counter = 0
         while time.monotonic() < deadline:
@@ -338,10 +342,12 @@ def cmd_client(args: argparse.Namespace) -> int:
             mine.append((time.perf_counter() - sent) * 1000)
             done += 1
             non2xx += response.status >= 400
+            overloaded += response.status == 503
         connection.close()
         with lock:
             totals["requests"] += done
             totals["non2xx"] += non2xx
+            totals["overloaded"] += overloaded
             totals["socket_errors"] += errors
             latencies.extend(mine)
 
@@ -551,7 +557,8 @@ def cost_table(result: BenchResult) -> CostTable:
             saga_only(lambda r: f"{r.drain_seconds:.1f}" + ("" if r.drained else " (not drained)"))),
         row("orders failed (all tok_ok: should be 0)",
             lambda r: "—" if r.mode == "bare" else str(r.counts["failed_now"])),
-        row("answers >= 400 / socket errors", lambda r: f"{r.load.non2xx} / {r.load.socket_errors}"),
+        row("answers 503 (refused: overloaded) / other >= 400 / socket errors",
+            lambda r: f"{r.load.overloaded} / {r.load.non2xx - r.load.overloaded} / {r.load.socket_errors}"),
         row("load p50 / p99 latency (ms)",
             lambda r: f"{r.load.p50_ms:.0f} / {r.load.p99_ms:.0f}" if r.load.p50_ms is not None else "n/a"),
         row("CPU ms per order, all processes (machine-dependent)",

@@ -3,6 +3,7 @@
     python -m loadtests.compare                                   # every available mode, the defaults
     python -m loadtests.compare --modes atomic --users 4 --duration 10s
     python -m loadtests.compare --mix tok_decline=0.1,tok_timeout=0.05,undeliverable=0.05 --processes
+    python -m loadtests.compare --bench                           # and `make bench`'s cost table after the modes
 
 For each mode in turn: a fresh database (and a fresh Redis database index), migrate and seed, start the mode's
 processes (web, plus the saga workers, relay and sweeper), wait until the web answers, run Locust in its own
@@ -38,6 +39,9 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from loadtests.bench import BenchError, BenchResult, bench_args, cost_table, run_bench
+from loadtests.bench import add_arguments as add_bench_arguments
+from loadtests.bench import render_markdown as render_bench_markdown
 from loadtests.mix import LoadMix, format_token_shares, parse_mix
 from loadtests.report import (
     ModeResult,
@@ -447,6 +451,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=60, help="seconds to wait for PENDING orders")
     parser.add_argument("--out", type=Path, help="report directory (default reports/<timestamp>)")
     parser.add_argument("--keep-databases", action="store_true", help="keep each mode's database afterwards")
+    parser.add_argument("--bench", action=argparse.BooleanOptionalAction, default=False,
+                        help="after the modes, run `make bench` (loadtests/bench.py) and add its cost table")
+    bench_options = parser.add_argument_group("the bench (with --bench)")
+    add_bench_arguments(bench_options, prefix="bench-")
     args = parser.parse_args(argv)
     duration_seconds(args.duration)
     if args.users < 1 or args.spawn_rate <= 0:
@@ -480,13 +488,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.embedded = not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
     say(f"modes {', '.join(modes)}; {args.users} users for {args.duration} each; report in {run_dir}")
     results = []
+    bench: BenchResult | None = None
     try:
         with services():
             for mode in modes:
                 began = time.monotonic()
                 results.append(run_mode(mode, args, mix, run_id, run_dir))
                 say(f"{mode}: done in {time.monotonic() - began:.0f}s")
-    except CompareError as exc:
+            if args.bench:
+                say("the cost of an order (loadtests/bench.py)")
+                bench = run_bench(bench_args(args), run_dir / "bench-logs")
+                (run_dir / "bench.md").write_text(render_bench_markdown(bench))
+    except (CompareError, BenchError) as exc:
         say(f"error: {exc}")
         return 2
     report = Report(
@@ -496,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings=settings_used(args, mix, modes),
         versions=versions(results),
         modes=results,
+        cost=cost_table(bench) if bench else None,
     )
     (run_dir / "run.json").write_text(json.dumps(
         {"settings": report.settings, "mix": mix.as_dict(), "machine": report.machine, "versions": report.versions,
@@ -503,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown, page = write_report(report, run_dir)
     header, rows = comparison_table(report)
     print("\n" + markdown_table(header, rows) + "\n", flush=True)
+    if bench is not None:
+        print(render_bench_markdown(bench), flush=True)
     say(f"report: {markdown} and {page}")
     failed = [r.mode for r in results if not r.audit_ok]
     if failed:
