@@ -101,6 +101,8 @@ class Stack:
         self.env = env
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        # The settings each process was started with on top of the stack's (a fault test's relay, ...).
+        self.overrides: dict[str, dict[str, str]] = {}
 
     def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
         self.stop(name)
@@ -108,6 +110,7 @@ class Stack:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs[name] = proc
+        self.overrides[name] = env
         return proc
 
     def running(self, name: str) -> bool:
@@ -174,7 +177,8 @@ class Stack:
         """Make the running set exactly the standard layout (fault tests change it)."""
         wanted = {"worker", "sweeper", *(f"relay-{alias}" for alias in relay_aliases())}
         for name in list(self.procs):
-            if name not in wanted or not self.running(name):
+            # A process a test started with settings of its own (a faulty relay) is not the standard one.
+            if name not in wanted or not self.running(name) or self.overrides.get(name):
                 self.stop(name)
         if not self.running("worker"):
             self.worker()
