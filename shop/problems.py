@@ -6,7 +6,7 @@ client ever has to parse an HTML error page.
 
 A database or Redis that cannot be reached is not a crash: both paths answer it 503
 `dependency-unavailable` with Retry-After, and drop the dead database connection so the next request
-connects afresh once the server is back.
+connects afresh. (With DEBUG on, Django shows its debug page instead of calling `server_error`.)
 """
 
 from __future__ import annotations
@@ -150,12 +150,10 @@ def transient_error(exc: BaseException) -> ShopError | None:
 
 
 def close_broken_connections() -> None:
-    """Close the database connections that died, so the next request opens a new one.
-
-    Django's request-time health check would find them too, but only at the start of the next request and only
-    inside a request cycle; closing here makes the first request after a restart succeed everywhere. A
-    connection inside an atomic block is left to the block, which drops it when its rollback fails.
-    """
+    """Close the database connections that died, so the next request opens a new one instead of failing on
+    the same dead socket (Django closes a connection after an error only if DB_CONN_HEALTH_CHECKS or the end of
+    a request cycle finds it broken, and the test client runs no such cycle). A connection inside an atomic
+    block is left to the block, which drops it when its rollback fails."""
     for connection in connections.all(initialized_only=True):
         if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
             with contextlib.suppress(Exception):
