@@ -15,9 +15,10 @@ threads), and measure:
 - CPU ms per order: utime + stime from /proc of every process the mode runs and all their children (reaped
   ones through cutime/cstime), the whole PostgreSQL server (postmaster and every backend) and Redis (its own
   INFO cpu), from the start of the window until every order placed in it is final;
-- SQL statements per order (pg_stat_statements when the server preloads it; otherwise every statement the
-  processes send through Django, counted by benchmarks.sqlcount) and server transactions per order
-  (pg_stat_database), broker messages per order (Redis LPUSH + RPUSH), and the load generator's own CPU.
+- SQL statements per order: every statement the mode's processes send through Django (benchmarks.sqlcount,
+  installed by SHOP_BENCH_SQL_COUNT_DIR), and, when the server preloads pg_stat_statements, what the server
+  ran (BEGIN/COMMIT and foreign key checks included); server transactions per order (pg_stat_database);
+  broker messages per order (Redis LPUSH + RPUSH); the load generator's own CPU.
 
 The headline is each rate divided by the bare endpoint's, measured minutes apart on the same machine;
 absolute numbers depend on the machine. Two verdicts follow (atomic/bare and saga completed/atomic against
@@ -53,8 +54,10 @@ HOST = "127.0.0.1"
 MODES = ("bare", "atomic", "saga")
 LUA_SCRIPT = REPO_ROOT / "loadtests" / "bench.lua"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# Idle backends flush their statistics within a second of the last transaction (PostgreSQL 15+).
-STATS_SETTLE_SECONDS = 1.5
+# A PostgreSQL (15+) backend that goes idle less than a second after its last statistics flush holds its
+# counts back for up to 10 s; the window starts after that, so the warm-up's transactions stay out of it.
+# (At the end the mode's processes are stopped first: an exiting backend flushes at once.)
+STATS_SETTLE_SECONDS = 10.5
 # Tags the driver's own queries, so pg_stat_statements totals can leave them out.
 DRIVER_TAG = "/* make-bench driver */"
 # (verdict label, numerator, denominator, floor): the floors of issue "cost per order".
@@ -168,6 +171,14 @@ class Servers:
     def pending_orders(self) -> int:
         return int(self._one("SELECT count(*) FROM orders_order WHERE status = 'PENDING'"))
 
+    def wait_sessions_gone(self, timeout: float = 10.0) -> None:
+        """Until no other session is connected to the database: an exiting backend flushes its statistics."""
+        deadline = time.monotonic() + timeout
+        while self._one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+
     def transactions(self) -> int:
         return int(self._one("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
                              [self.database]))
@@ -211,6 +222,7 @@ class Reading:
     cpu: dict[str, float]  # seconds by group
     machine: tuple[int, int]
     statements: int | None = None
+    server_statements: int | None = None
     transactions: int | None = None
     pushes: int | None = None
 
@@ -230,8 +242,9 @@ def read_cpu(children: dict[str, int], servers: Servers) -> Reading:
 def read_counters(reading: Reading, servers: Servers, sql_dir: Path) -> Reading:
     from benchmarks.sqlcount import total
 
-    reading.statements = (servers.server_statements() if servers.statements_source == "pg_stat_statements"
-                          else total(sql_dir))
+    reading.statements = total(sql_dir)
+    if servers.statements_source == "pg_stat_statements":
+        reading.server_statements = servers.server_statements()
     reading.transactions = servers.transactions()
     reading.pushes = servers.broker_pushes()
     return reading
@@ -381,6 +394,7 @@ class ModeRun:
     cpu: dict[str, float]  # seconds from the window's start until the window's orders were final
     machine_busy_share: float  # of every core, during the window
     statements: int
+    server_statements: int | None
     transactions: int
     pushes: int
     extra: dict[str, Any] = field(default_factory=dict)
@@ -463,7 +477,8 @@ def run_mode(mode: str, args: argparse.Namespace, database_url: str, redis_url: 
         if mode == "saga":
             say(f"{mode}: load done; every order final {drain_seconds:.1f}s later" if drained else
                 f"{mode}: orders still PENDING {args.drain_timeout:g}s after the load")
-        time.sleep(STATS_SETTLE_SECONDS)
+        processes.stop()
+        servers.wait_sessions_gone()
         after = read_counters(Reading(at=time.time(), cpu={}, machine=(0, 0)), servers, sql_dir)
         counted = run_checked([PYTHON, "-m", "loadtests.collect", "window", "--since", str(before.at),
                                "--until", str(end.at)], env, "counting the window", capture_output=True)
@@ -479,6 +494,8 @@ def run_mode(mode: str, args: argparse.Namespace, database_url: str, redis_url: 
         drain_seconds=drain_seconds, drained=drained,
         cpu={group: final.cpu[group] - before.cpu.get(group, 0.0) for group in final.cpu},
         machine_busy_share=busy, statements=after.statements - before.statements,
+        server_statements=None if after.server_statements is None or before.server_statements is None
+        else after.server_statements - before.server_statements,
         transactions=(after.transactions or 0) - (before.transactions or 0),
         pushes=(after.pushes or 0) - (before.pushes or 0),
     )
@@ -543,9 +560,6 @@ def cost_table(result: BenchResult) -> CostTable:
 
     saga_only: Callable[[Callable[[ModeRun], str]], Callable[[ModeRun], str]] = \
         lambda cell: lambda r: cell(r) if r.mode == "saga" else "—"  # noqa: E731
-    statements_label = ("SQL statements per order (server: pg_stat_statements, incl. BEGIN/COMMIT)"
-                        if result.statements_source == "pg_stat_statements" else
-                        "SQL statements per order (sent through Django; BEGIN/COMMIT not included)")
     rows = [
         row("throughput ÷ bare req/s (headline)", lambda r: ratio(r.rate)),
         row("saga completed during load ÷ bare req/s", saga_only(lambda r: ratio(r.completed_rate))),
@@ -568,7 +582,11 @@ def cost_table(result: BenchResult) -> CostTable:
         if any(group in r.cpu for r in runs):
             rows.append(row(f"  {group}", lambda r, g=group: _per(r.cpu[g], r.units, 1000) if g in r.cpu else "—"))
     rows += [
-        row(statements_label, lambda r: _per(r.statements, r.units)),
+        row("SQL statements per order (sent through Django; BEGIN/COMMIT not included)",
+            lambda r: _per(r.statements, r.units)),
+        *([row("statements the server ran per order (pg_stat_statements: BEGIN/COMMIT, foreign key checks)",
+               lambda r: _per(r.server_statements or 0, r.units))]
+          if result.statements_source == "pg_stat_statements" else []),
         row("transactions per order (server: pg_stat_database)", lambda r: _per(r.transactions, r.units)),
         row("broker messages per order (Redis LPUSH + RPUSH)", lambda r: _per(r.pushes, r.units)),
         row("load generator CPU (% of one core)", lambda r: f"{100 * r.load.cpu_seconds / r.window_seconds:.0f}%"),

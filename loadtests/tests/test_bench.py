@@ -58,7 +58,8 @@ def _run(mode: str, units: int, *, completed: int | None = None, cpu: dict[str, 
     return ModeRun(mode=mode, processes=["web"], load=Load("wrk", units, 3, 2, 0, 10.0, 0.5, 5.0, 9.0),
                    counts=counts, window_seconds=10.0, drain_seconds=0.0, drained=True,
                    cpu=cpu or {"web (gunicorn)": units * 0.002, "PostgreSQL": units * 0.001},
-                   machine_busy_share=0.9, statements=units * 3, transactions=units, pushes=0)
+                   machine_busy_share=0.9, statements=units * 3, server_statements=None, transactions=units,
+                   pushes=0)
 
 
 def _result(*runs: ModeRun) -> BenchResult:
@@ -145,3 +146,16 @@ def test_bench_python_client_when_wrk_is_absent(tmp_path: Path) -> None:
     assert float(cells[0]) > 0, cells
     assert rows["answers 503 (refused: overloaded) / other >= 400 / socket errors"] == ["0 / 0 / 0"]
     assert "not measured" in completed.stdout
+
+
+def test_comparison_report_carries_the_cost_table(tmp_path: Path) -> None:
+    from loadtests.report import Report, write_report
+
+    cost = cost_table(_result(_run("bare", 1000), _run("atomic", 250)))
+    report = Report(title="t", started_at="now", machine={}, settings={}, versions={}, modes=[], cost=cost)
+    markdown, page = write_report(report, tmp_path)
+    text = markdown.read_text()
+    assert "## What an order costs" in text
+    assert "| throughput ÷ bare req/s (headline) | 1.00 | 0.25 |" in text, text
+    assert "atomic/bare >= 0.3: falls short: 0.25" in text
+    assert "<td>throughput ÷ bare req/s (headline)</td><td>1.00</td><td>0.25</td>" in page.read_text()
