@@ -55,6 +55,7 @@ class OrderRecord:
     country: str
     started: float  # time.monotonic()
     answers: list[str] = field(default_factory=list)  # "202", "503 concurrency_conflict", "connection error"
+    answer_times: list[float] = field(default_factory=list)  # time.monotonic() of each answer
     order_id: int | None = None
     outcome: str = ""  # CONFIRMED, FAILED, rejected:<code>, unanswered, unresolved
     failure_reason: str = ""
@@ -229,11 +230,13 @@ class Load:
             except requests.RequestException:
                 self.http.connection_error()
                 record.answers.append("connection error")
+                record.answer_times.append(time.monotonic())
                 self._pause(attempt, None)
                 continue
             self.http.record("POST", ORDERS, response)
             code = problem_code(response)
             record.answers.append(f"{response.status_code} {code}".strip())
+            record.answer_times.append(time.monotonic())
             if response.status_code in (201, 202):
                 order = response.json()
                 record.order_id = int(order["id"])

@@ -29,7 +29,7 @@ from loadtests.chaos.load import Load, Mix
 from loadtests.chaos.servers import PrivateServers
 from loadtests.chaos.stack import Stack
 from loadtests.chaos.verdict import Verdict
-from sagas.processes import QUEUES, relay_command, sweeper_command, worker_command
+from sagas.processes import COMMAND_QUEUES, QUEUES, REPLY_QUEUES, relay_command, sweeper_command, worker_command
 from shop.launcher import REPO_ROOT, process_commands
 
 PYTHON = sys.executable
@@ -63,7 +63,7 @@ class Pace:
 
     @classmethod
     def short(cls) -> Pace:
-        return cls(clients=3, warmup_seconds=4, fault_seconds=12, after_seconds=4, bound_seconds=45)
+        return cls(clients=3, warmup_seconds=3, fault_seconds=8, after_seconds=3, bound_seconds=45)
 
 
 # -- the database, read directly ----------------------------------------------------------------------------
@@ -143,6 +143,7 @@ class Context:
     def web(self, port: int, workers: int = 3) -> None:
         argv = process_commands(HOST, port, flow="atomic")["web"]
         argv[argv.index("--workers") + 1] = str(workers)
+        argv.append("--preload")  # Django is imported once, before the fork: a faster start on 2 cores
         self.stack.start("web", argv)
 
     def worker(self, name: str, queues: tuple[str, ...] = QUEUES, concurrency: int = 3, **env: str) -> None:
@@ -156,9 +157,13 @@ class Context:
     def sweeper(self) -> None:
         self.stack.start("sweeper", sweeper_command(PYTHON))
 
-    def saga_processes(self, port: int) -> None:
+    def saga_processes(self, port: int, services: tuple[str, ...] = COMMAND_QUEUES) -> None:
+        """The shop's default layout (sagas.processes): the orchestrator's replies on a worker of their own,
+        the services' commands on another, a relay, the sweeper. A scenario may take queues out of
+        `services` to give them a worker it can kill or freeze."""
         self.web(port)
-        self.worker("worker")
+        self.worker("replies", REPLY_QUEUES, concurrency=2)
+        self.worker("services", services, concurrency=2)
         self.relay()
         self.sweeper()
 
@@ -223,13 +228,14 @@ def restore_unacked(redis_url: str) -> None:
         conn.default_channel.qos.restore_visible(num=10_000)
 
 
+# Slow enough that a charge is usually in progress, fast enough that the worker keeps up with the load.
+SLOW_GATEWAY_MS = "300"
+
+
 def worker_sigkill_processes(ctx: Context, port: int) -> None:
-    ctx.web(port)
-    ctx.worker("worker", tuple(q for q in QUEUES if q != "payments"))
+    ctx.saga_processes(port, tuple(q for q in COMMAND_QUEUES if q != "payments"))
     # A slow gateway keeps charges in progress, so the kill lands inside one.
-    ctx.worker("payments", ("payments",), concurrency=2, PAYMENT_LATENCY_MS="800")
-    ctx.relay()
-    ctx.sweeper()
+    ctx.worker("payments", ("payments",), concurrency=2, PAYMENT_LATENCY_MS=SLOW_GATEWAY_MS)
 
 
 def worker_sigkill(ctx: Context) -> None:
@@ -239,7 +245,7 @@ def worker_sigkill(ctx: Context) -> None:
     # Read again after the kill: the log is complete now.
     in_flight = ctx.in_flight("payments", ctx.stack.children["payments"].starts, "payments.") or in_flight
     ctx.seen["in_flight"] = in_flight
-    ctx.worker("payments", ("payments",), concurrency=2, PAYMENT_LATENCY_MS="800")
+    ctx.worker("payments", ("payments",), concurrency=2, PAYMENT_LATENCY_MS=SLOW_GATEWAY_MS)
     say(f"  SIGKILLed the payments worker with {len(in_flight)} message(s) unacknowledged; restarted it; "
         f"waiting {VISIBILITY_TIMEOUT_SECONDS}s for the broker to redeliver them")
     ctx.fault_ended = time.monotonic()
@@ -365,6 +371,14 @@ def broker_outage(ctx: Context) -> None:
         f"after {resends} re-sends")
 
 
+def failed_steps_note(ctx: Context, verdict: Verdict) -> None:
+    unavailable_note(ctx, verdict)
+    steps = ctx.db.rows("SELECT failure->>'step', count(*) FROM sagas_sagainstance WHERE state = 'COMPENSATED' "
+                        "AND failure->>'code' = 'step_timeout' GROUP BY 1 ORDER BY 2 DESC")
+    if steps:
+        verdict.note("sagas given up for silence, by step: " + ", ".join(f"{n} at {step}" for step, n in steps))
+
+
 def postgres_restart(ctx: Context) -> None:
     ctx.servers.stop_postgres()
     ctx.sleep(3)
@@ -387,13 +401,10 @@ def web_only(ctx: Context, port: int) -> None:
 
 
 def participant_late_processes(ctx: Context, port: int) -> None:
-    ctx.web(port)
-    ctx.worker("worker", ("orders", "shipping", "sagas"))
+    ctx.saga_processes(port, tuple(q for q in COMMAND_QUEUES if q not in ("inventory", "payments")))
     # One participant worker for stock and money, one task at a time, with a slow gateway: frozen, it holds
     # a step's action inside its open transaction.
     ctx.worker("participant", ("inventory", "payments"), concurrency=1, PAYMENT_LATENCY_MS="200")
-    ctx.relay()
-    ctx.sweeper()
 
 
 def participant_late(ctx: Context) -> None:
@@ -530,7 +541,7 @@ SCENARIOS = [
     Scenario("poison-message", "saga", "unparseable messages and unknown sagas sent straight to the queues",
              poison_message, poison_message_check),
     Scenario("broker-outage", "saga", "the broker down longer than a step deadline and all its re-sends",
-             broker_outage, unavailable_note, env={"SAGA_STEP_TIMEOUT_SECONDS": "3", "SAGA_MAX_RESENDS": "2"},
+             broker_outage, failed_steps_note, env={"SAGA_STEP_TIMEOUT_SECONDS": "3", "SAGA_MAX_RESENDS": "2"},
              mix=Mix.all_good),
 ]
 
@@ -635,6 +646,7 @@ class Run:
             if ctx.load is not None:
                 ctx.load.stop(give_up_at=time.monotonic())
             stack.close()
+            phase("stop")
         for note in verdict.notes:
             say(f"  {note}")
         say(f"{verdict.line()}  [{time.monotonic() - started:.0f}s: {', '.join(phases)}]")
@@ -648,6 +660,9 @@ class Run:
         if load.login_errors:
             verdict.check(f"clients could not log in: {'; '.join(load.login_errors[:3])}")
         verdict.check(checks.check_placed(records))
+        in_use = checks.key_in_use_note(records)
+        if in_use:
+            verdict.note(in_use)
         hit = checks.in_flight_during(records, ctx.fault_started, ctx.fault_ended)
         verdict.note(f"{len(hit)} order(s) in flight while the fault lasted "
                      f"({ctx.fault_ended - ctx.fault_started:.0f}s)")

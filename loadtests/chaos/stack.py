@@ -28,6 +28,18 @@ class Exit:
     name: str
     returncode: int
     at: float  # time.monotonic()
+    last_error: str = ""  # the last CRITICAL / ERROR line of its log
+
+
+def last_error_line(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if "CRITICAL" in line or " ERROR " in line or "Error:" in line:
+            return " ".join(line.split())[-160:]
+    return ""
 
 
 @dataclass
@@ -121,9 +133,18 @@ class Stack:
         return child is not None and child.proc.poll() is None
 
     def close(self) -> None:
+        """Stop everything: SIGTERM to all at once, then wait (SIGKILL whatever is still there after 15 s)."""
         self._stop.set()
         self._thread.join(5)
-        for child in list(self.children.values()):
+        children = list(self.children.values())
+        with self.lock:
+            for child in children:
+                child.expected_exit = True
+                if child.proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.proc.pid, signal.SIGCONT)
+                        os.killpg(child.proc.pid, signal.SIGTERM)
+        for child in children:
             self._signal(child, signal.SIGTERM, wait=15)
 
     # -- supervision -------------------------------------------------------------------------------------
@@ -133,7 +154,8 @@ class Stack:
             with self.lock:
                 dead = [c for c in self.children.values() if c.proc.poll() is not None and not c.expected_exit]
                 for child in dead:
-                    self.unexpected_exits.append(Exit(child.name, child.proc.returncode, time.monotonic()))
+                    self.unexpected_exits.append(Exit(child.name, child.proc.returncode, time.monotonic(),
+                                                      last_error_line(child.log_path)))
                     child.expected_exit = True  # recorded once; restarted below
             for child in dead:
                 if self._stop.wait(RESTART_DELAY_SECONDS):
@@ -144,11 +166,13 @@ class Stack:
                                    **{k: v for k, v in child.env.items() if self.env.get(k) != v})
 
     def exits_summary(self) -> str:
-        counts: dict[str, list[int]] = {}
+        counts: dict[str, list[Exit]] = {}
         for exit_ in self.unexpected_exits:
-            counts.setdefault(exit_.name, []).append(exit_.returncode)
-        return ", ".join(f"{name} exited {len(codes)}x (exit {', '.join(map(str, sorted(set(codes))))})"
-                         for name, codes in sorted(counts.items()))
+            counts.setdefault(exit_.name, []).append(exit_)
+        return ", ".join(
+            f"{name} exited {len(exits)}x (exit {', '.join(map(str, sorted({e.returncode for e in exits})))})"
+            + (f", last log error: {exits[-1].last_error}" if exits[-1].last_error else "")
+            for name, exits in sorted(counts.items()))
 
     def log_text(self, name: str) -> str:
         """Every log of `name`, oldest start first."""

@@ -46,6 +46,21 @@ def load_summary(records: Sequence[OrderRecord]) -> str:
     return f"{len(records)} orders: " + ", ".join(f"{n} {o}" for o, n in outcomes.most_common())
 
 
+def key_in_use_note(records: Sequence[OrderRecord]) -> str | None:
+    """How long careful clients were kept waiting on their own key (409 idempotency-key-in-use)."""
+    waits = []
+    for r in records:
+        times = [at for answer, at in zip(r.answers, r.answer_times, strict=False)
+                 if answer == "409 idempotency_key_in_use"]
+        if times:
+            end = r.answer_times[-1] if r.answer_times else times[-1]
+            waits.append(end - times[0])
+    if not waits:
+        return None
+    return (f"{len(waits)} order(s) were answered 409 idempotency-key-in-use on a retry, for up to "
+            f"{max(waits):.0f}s before their answer")
+
+
 def check_placed(records: Sequence[OrderRecord], minimum: int = 1) -> str | None:
     accepted = [r for r in records if r.order_id is not None]
     if len(accepted) < minimum:

@@ -119,7 +119,7 @@ def test_what_a_careful_client_sends_again() -> None:
 # -- processes ------------------------------------------------------------------------------------------------
 
 SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
-QUITTER = [sys.executable, "-c", "import sys; sys.exit(3)"]
+QUITTER = [sys.executable, "-c", "import sys; print('CRITICAL worker: Unrecoverable error', flush=True); sys.exit(3)"]
 
 
 def test_stack_counts_only_deaths_it_did_not_cause_and_restarts_them(tmp_path: Path) -> None:
@@ -138,7 +138,9 @@ def test_stack_counts_only_deaths_it_did_not_cause_and_restarts_them(tmp_path: P
         time.sleep(0.5)  # the sleeper would have been counted by now if a kill counted
         assert {e.name for e in stack.unexpected_exits} == {"quitter"}, stack.unexpected_exits
         assert stack.unexpected_exits[0].returncode == 3
-        assert "quitter exited" in stack.exits_summary() and "exit 3" in stack.exits_summary()
+        summary = stack.exits_summary()
+        assert "quitter exited" in summary and "exit 3" in summary, summary
+        assert "last log error: CRITICAL worker: Unrecoverable error" in summary, summary
         assert (tmp_path / "sleeper.1.log").exists() and (tmp_path / "sleeper.2.log").exists()
         assert wait_until(lambda: "up" in stack.log_text("sleeper"), timeout=10)
         stack.freeze("sleeper")
