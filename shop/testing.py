@@ -15,7 +15,11 @@ def order_body(lines: list[tuple[str, int]], *, token: str = "tok_ok", country: 
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
-    """Poll `predicate` until it is true or `timeout` seconds have passed; return its last value."""
+    """Poll `predicate` until it is true or `timeout` seconds have passed; return its last value.
+
+    Give processes tens of seconds: a loaded 2-core machine runs them many times slower than an idle one, and
+    a generous deadline costs nothing when the condition comes true early.
+    """
     import time
 
     deadline = time.monotonic() + timeout
@@ -29,7 +33,9 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05) -> bool:  #
 def all_at_once(calls: list, *, timeout: float = 60) -> list:  # type: ignore[type-arg]
     """Run every callable in its own thread, released together by a barrier; return their results in order.
 
-    Each thread closes its database connections at the end: they are its own, and PostgreSQL counts them.
+    A call that raised has its exception in its place, so the test can show it; one still running after
+    `timeout` has None. Each thread closes its database connections at the end: they are its own, and
+    PostgreSQL counts them.
     """
     import threading
 
@@ -42,6 +48,8 @@ def all_at_once(calls: list, *, timeout: float = 60) -> list:  # type: ignore[ty
         try:
             barrier.wait()
             results[index] = calls[index]()
+        except Exception as exc:
+            results[index] = exc
         finally:
             connections.close_all()
 

@@ -243,8 +243,9 @@ def test_hot_sku_sells_exactly_the_stock(saga, make_product, make_customer, clie
     responses = all_at_once([
         functools.partial(post_until_answered, client, order_body([("SKU-HOT", 1)])) for client in clients
     ])
-    not_accepted = [(r.status_code, r.content) if r is not None else "no response (the thread raised)"
-                    for r in responses if r is None or r.status_code != 202]
+    # A response, or the exception of a request that raised.
+    not_accepted = [(r.status_code, r.content) if hasattr(r, "status_code") else repr(r)
+                    for r in responses if getattr(r, "status_code", None) != 202]
 
     assert not_accepted == [], not_accepted
     ids = [response.json()["id"] for response in responses]

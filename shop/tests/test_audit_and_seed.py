@@ -69,7 +69,7 @@ def test_seed_creates_the_contract_and_resets(placed):
     assert users[0].check_password("pw")
     assert sorted(Product.objects.values_list("sku", "on_hand")) == [(f"SKU-000{i}", 7) for i in range(1, 5)]
     assert set(Wallet.objects.values_list("balance_cents", flat=True)) == {500}
-    assert Order.objects.count() == 0
+    assert list(Order.objects.values_list("pk", "status")) == []
     call_command("seed", customers=2, products=2, stock=3)
     assert get_user_model().objects.filter(username__startswith="customer").count() == 2
     assert sorted(Product.objects.values_list("sku", "on_hand")) == [("SKU-0001", 3), ("SKU-0002", 3)]
@@ -79,5 +79,5 @@ def test_seed_creates_the_contract_and_resets(placed):
 def test_unknown_order_flow_is_refused_at_start_up():
     env = {**os.environ, "ORDER_FLOW": "bogus"}
     result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "ORDER_FLOW='bogus' is not one of atomic, saga" in result.stderr
+    assert result.returncode != 0, result
+    assert "ORDER_FLOW='bogus' is not one of atomic, saga" in result.stderr, result.stderr
