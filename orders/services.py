@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.db import transaction
@@ -38,8 +38,15 @@ class UnknownProducts(ValueError):
         self.skus = list(skus)
 
 
+def order_priced(*, command: PlaceOrder) -> PlaceOrder:
+    """The command with the unit prices it will be placed at (read now unless it carries them already)."""
+    if command.unit_prices is not None:
+        return command
+    return replace(command, unit_prices=_prices(command))
+
+
 def order_total(*, command: PlaceOrder) -> int:
-    """What the order will cost, from the prices the command carries (the amount to authorize up front)."""
+    """What the order will cost (the amount to authorize up front); pass a priced command to read nothing."""
     prices = _prices(command)
     return sum(prices[sku] * quantity for sku, quantity in command.lines)
 

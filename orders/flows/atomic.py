@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 
 from inventory.services import stock_reserve
 from orders.models import Order
-from orders.services import PlaceOrder, order_confirm, order_create, order_total
+from orders.services import PlaceOrder, order_confirm, order_create, order_priced, order_total
 from payments.gateway import Authorization
 from payments.services import payment_authorize, payment_capture, payment_record, payment_void
 from shipping.services import shipment_schedule
@@ -37,6 +37,7 @@ SYNCHRONOUS = True
 
 
 def place_order(command: PlaceOrder) -> Order:
+    command = order_priced(command=command)  # the amount authorized is the amount the order records
     authorization = _authorize(command)
     try:
         order = retry_on_conflict(lambda: _place(command, authorization))
