@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -397,7 +397,6 @@ class ModeRun:
     server_statements: int | None
     transactions: int
     pushes: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def units(self) -> int:
@@ -602,6 +601,7 @@ def cost_table(result: BenchResult) -> CostTable:
         "CPU counts every process of the mode and their children, the whole PostgreSQL server and Redis, from "
         "the start of the window until every order placed in it was final, divided by those orders. "
         "PostgreSQL and Redis count whole servers: anything else using them counts too.",
+        "Processes: " + "; ".join(f"{r.mode}: {', '.join(r.processes)}" for r in runs) + ".",
     ]
     return CostTable(header=header, rows=rows, verdicts=[line for _, _, line in result.verdicts()], notes=notes)
 
