@@ -404,7 +404,7 @@ def participant_late_processes(ctx: Context, port: int) -> None:
     ctx.saga_processes(port, tuple(q for q in COMMAND_QUEUES if q not in ("inventory", "payments")))
     # One participant worker for stock and money, one task at a time, with a slow gateway: frozen, it holds
     # a step's action inside its open transaction.
-    ctx.worker("participant", ("inventory", "payments"), concurrency=1, PAYMENT_LATENCY_MS="200")
+    ctx.worker("participant", ("inventory", "payments"), concurrency=1, PAYMENT_LATENCY_MS="100")
 
 
 def participant_late(ctx: Context) -> None:

@@ -8,10 +8,12 @@ on one fixed loopback port for the whole run, so every process finds it again af
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import time
 from pathlib import Path
+from typing import IO
 
 from shop import embedded
 from shop.launcher import REPO_ROOT
@@ -46,28 +48,47 @@ class PrivateServers:
         self.data_dir = check_private(data_dir)
         self.database_url = ""
         self.redis_port = 0
+        self._lock: IO[str] | None = None
 
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def start(self) -> None:
-        # shop.embedded reads the folder from the environment on every call.
+    def _here(self) -> None:
+        """shop.embedded reads its folder from the environment on every call: make it this one, always, so
+        no call can reach the shared servers."""
         os.environ["SHOP_DATA_DIR"] = str(self.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self._here()
+        self.claim()
         self.start_postgres()
         self.start_redis()
 
+    def claim(self) -> None:
+        """One chaos run at a time per folder: another one would restart the servers under this one."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.data_dir / "chaos.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ServersError(f"another chaos run is using {self.data_dir}") from None
+        self._lock = lock
+
     def start_postgres(self) -> None:
+        self._here()
         self.database_url = embedded.start_postgres()
 
     def stop_postgres(self) -> None:
         """A fast shutdown: sessions are rolled back and their clients see the connection go."""
+        self._here()
         embedded.stop_postgres()
         if embedded.running_database_url() is not None:
             raise ServersError("the private PostgreSQL did not stop")
 
     def start_redis(self) -> None:
+        self._here()
         if not self.redis_port:
             running = embedded.running_redis_url()
             self.redis_port = int(running.rsplit(":", 1)[1].split("/")[0]) if running else _free_port()
@@ -76,11 +97,16 @@ class PrivateServers:
             raise ServersError(f"the private Redis came back at {url}, not on port {self.redis_port}")
 
     def stop_redis(self) -> None:
+        self._here()
         embedded.stop_redis()
         deadline = time.monotonic() + 10
         while embedded.running_redis_url() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        if self._lock is None:
+            return  # never started (or another run holds the folder): nothing of ours to stop
         self.stop_redis()
         self.stop_postgres()
+        self._lock.close()
+        self._lock = None

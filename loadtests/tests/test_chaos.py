@@ -183,6 +183,16 @@ def test_the_shared_data_folder_is_refused() -> None:
     assert check_private(DEFAULT_DATA_DIR) == DEFAULT_DATA_DIR.resolve()
 
 
+def test_one_chaos_run_per_data_folder(tmp_path: Path) -> None:
+    first, second = PrivateServers(tmp_path), PrivateServers(tmp_path)
+    first.claim()
+    with pytest.raises(ServersError, match="another chaos run"):
+        second.claim()
+    second.stop()  # claimed nothing, so stops nothing (the first run's servers are not its own)
+    assert first._lock is not None and second._lock is None
+    first._lock.close()
+
+
 def test_private_redis_comes_back_on_its_port_with_its_queue(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SHOP_DATA_DIR", str(tmp_path))
     servers = PrivateServers(tmp_path)
