@@ -38,7 +38,8 @@ def sweeper_command(python: str) -> list[str]:
 #   6.5-10.6/s against 1.6-2.9/s shared, accepted 14-20/s against 12-13/s, CPU per saga 93-113 ms
 #   against 112-127 ms.
 # Queue priorities instead (one worker, Celery's Redis `queue_order_strategy: priority`, replies first, the
-# service queues in the flow's order or reversed) did worse under the same load: 0-2.5 completed/s.
+# service queues in the flow's order or reversed) did worse: 0-2.5 completed/s against 5.8-7.7/s in runs
+# alternated with the reply worker's.
 LAYOUTS = ("shared", "replies")
 DEFAULT_LAYOUT = "replies"
 REPLY_QUEUES = ("sagas",)
