@@ -158,11 +158,14 @@ class Servers:
         if backend not in table:
             return None
         parent = table[backend][0]
-        with contextlib.suppress(OSError):
-            if "postgres" in Path(f"/proc/{parent}/comm").read_text() or \
-                    "postgres" in Path(f"/proc/{parent}/cmdline").read_text():
-                return parent
-        return None
+
+        def is_postgres(pid: int) -> bool:
+            # A server on another machine has pids that mean nothing here.
+            with contextlib.suppress(OSError):
+                return "postgres" in Path(f"/proc/{pid}/cmdline").read_text()
+            return False
+
+        return parent if is_postgres(backend) and is_postgres(parent) else None
 
     def version(self) -> tuple[str, str]:
         return (str(self._one("SHOW server_version")),
