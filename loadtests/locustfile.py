@@ -36,6 +36,10 @@ MIX = LoadMix.from_env()
 ORDERS = "/api/v1/orders"
 ORDER_DETAIL = "/api/v1/orders/{id}"
 REPLAY = "/api/v1/orders (replay)"
+# Backpressure: a 503 `overloaded` is the shop refusing work it cannot finish; a careful client waits for
+# Retry-After and sends the same request with the same key again. Counted apart from errors and outcomes.
+OVERLOADED = "/api/v1/orders (503 overloaded)"
+OVERLOADED_RETRIES = 5
 FINAL = "FINAL"
 HOT_SKU = "SKU-0001"
 # The problem codes a correct shop answers in the atomic flow (DESIGN.md section 10): business outcomes, not
@@ -102,9 +106,20 @@ class Shopper(FastHttpUser):
         body = self._order_body()
         headers = {**self.headers, "Idempotency-Key": str(uuid.uuid4())}
         started = time.perf_counter()
-        with self.client.post(ORDERS, json=body, headers=headers, name=ORDERS, catch_response=True) as response:
-            status, content = response.status_code, response.content
-            outcome = self._classify(response)
+        for _ in range(OVERLOADED_RETRIES + 1):
+            with self.client.post(ORDERS, json=body, headers=headers, name=ORDERS, catch_response=True) as response:
+                status, content = response.status_code, response.content
+                if status == 503 and _problem_code(response) == "overloaded":
+                    response.request_meta["name"] = OVERLOADED  # counted apart from the orders placed
+                    response.success()
+                    self._wait_retry_after(response)
+                    outcome = "refused: overloaded"
+                    continue
+                outcome = self._classify(response)
+                break
+        if outcome == "refused: overloaded":
+            self._report_final(started, outcome)
+            return
         if outcome == "pending":
             self._report_final(started, self._follow(response))
         elif outcome is not None:
@@ -142,6 +157,14 @@ class Shopper(FastHttpUser):
             return f"failed: {code}"
         response.failure(f"unexpected {status} {code or (response.text or '')[:120]}")
         return None
+
+    @staticmethod
+    def _wait_retry_after(response) -> None:  # type: ignore[no-untyped-def]
+        try:
+            wait = float(response.headers.get("Retry-After") or 1)
+        except ValueError:
+            wait = 1.0
+        time.sleep(min(wait, 5.0))
 
     def _follow(self, response) -> str:  # type: ignore[no-untyped-def]
         """Poll a 202's order until CONFIRMED or FAILED; 'unresolved' when the poll bound runs out."""
