@@ -281,14 +281,9 @@ def _send(saga: SagaInstance, definition: SagaDefinition, direction: str,
 
 def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
     """Run a local step's handler in a savepoint; None when it must go through the queue instead."""
-    from shop.celery import app
+    from sagas.participants import participant_handler
 
-    if task_name not in app.tasks:
-        # Outside a worker, Celery has not imported the apps' task modules yet.
-        from django.utils.module_loading import autodiscover_modules
-
-        autodiscover_modules("tasks")
-    handler = getattr(app.tasks.get(task_name), "handler", None)
+    handler = participant_handler(task_name)
     if handler is None:
         return None
     try:

@@ -19,6 +19,8 @@ can never be handled (malformed, unknown saga) or that fails on every try goes t
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import random
 import time
@@ -30,7 +32,7 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import connections, transaction
 
-from sagas.engine import ORCHESTRATOR, REPLY_TASK, PoisonMessage, build_reply, connection_lost, inbox_claim
+from sagas.engine import ORCHESTRATOR, REPLY_TASK, PoisonMessage, build_reply, connection_lost
 from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
 from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
@@ -43,14 +45,32 @@ Handler = Callable[..., dict | None]
 COMMAND_FIELDS = {"id": str, "saga_id": str, "saga": str, "step": int, "direction": str, "key": str,
                   "data": dict, "reply_queue": str}
 
-GUARD_SQL = (
-    "INSERT INTO sagas_stepguard (consumer, key, state, updated_at) VALUES (%s, %s, %s, now()) "
-    "ON CONFLICT (consumer, key) DO UPDATE SET state = {state}, updated_at = now() RETURNING state"
+# One round trip before the handler: record the message in the inbox and take the step's guard row. An action
+# keeps whatever state the row has (a tombstone stays a tombstone); a compensation always leaves the
+# tombstone. Either way the row stays locked until the transaction ends, so a step's action and compensation
+# never overlap. `fresh`: the row was created just now, so no effect under this key was ever committed.
+CLAIM_SQL = """
+WITH claim AS (
+    INSERT INTO sagas_inboxmessage (message_id, consumer, received_at) VALUES (%(id)s, %(consumer)s, now())
+    ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id
+), guard AS (
+    INSERT INTO sagas_stepguard (consumer, key, state, updated_at) VALUES (%(consumer)s, %(key)s, %(state)s, now())
+    ON CONFLICT (consumer, key) DO UPDATE SET state = {state}, updated_at = now()
+    RETURNING state, xmax = 0 AS fresh
 )
-# An action keeps whatever state the row has (a tombstone stays a tombstone); a compensation always leaves
-# the tombstone. Either way the row is locked until the transaction ends.
-ACTION_GUARD_SQL = GUARD_SQL.format(state="sagas_stepguard.state")
-COMPENSATION_GUARD_SQL = GUARD_SQL.format(state="EXCLUDED.state")
+SELECT EXISTS (SELECT 1 FROM claim), guard.state, guard.fresh FROM guard
+"""
+ACTION_CLAIM_SQL = CLAIM_SQL.format(state="sagas_stepguard.state")
+COMPENSATION_CLAIM_SQL = CLAIM_SQL.format(state="EXCLUDED.state")
+
+# One round trip after it: keep the reply for duplicates and send it, in the same transaction as the effect.
+REPLY_SQL = """
+WITH kept AS (
+    UPDATE sagas_inboxmessage SET reply = %(reply)s WHERE consumer = %(consumer)s AND message_id = %(id)s
+)
+INSERT INTO sagas_outboxmessage (message_id, queue, task, payload, created_at, available_at, publish_count)
+VALUES (%(reply_id)s, %(queue)s, %(task)s, %(reply)s, now(), now(), 0)
+"""
 
 
 def _command_problem(message: object) -> str | None:
@@ -64,43 +84,78 @@ def _command_problem(message: object) -> str | None:
     return None
 
 
-def step_guard(*, using: str, consumer: str, key: str, direction: str) -> str:
-    """Take the step's guard row in the current transaction; return its state after this command."""
-    compensating = direction == SagaStepLog.Direction.COMPENSATION
+def _claim(alias: str, service: str, message: dict) -> tuple[bool, str, bool]:
+    """(first delivery, the step guard's state, whether the guard was created just now)."""
+    compensating = message["direction"] == SagaStepLog.Direction.COMPENSATION
     state = StepGuard.State.COMPENSATED if compensating else StepGuard.State.ACTED
-    with connections[using].cursor() as cursor:
-        cursor.execute(COMPENSATION_GUARD_SQL if compensating else ACTION_GUARD_SQL, [consumer, key, state])
-        return cursor.fetchone()[0]
+    with connections[alias].cursor() as cursor:
+        cursor.execute(COMPENSATION_CLAIM_SQL if compensating else ACTION_CLAIM_SQL,
+                       {"id": message["id"], "consumer": service, "key": message["key"], "state": state})
+        claimed, guard, fresh = cursor.fetchone()
+    return claimed, guard, fresh
+
+
+def _keep_and_send(alias: str, service: str, message: dict, reply: dict) -> None:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(REPLY_SQL, {"reply": json.dumps(reply), "consumer": service, "id": message["id"],
+                                   "reply_id": reply["id"], "queue": message["reply_queue"], "task": REPLY_TASK})
+
+
+def _send_stored(alias: str, service: str, message: dict) -> dict:
+    """A duplicate delivery: answer again what the first one answered, and change nothing."""
+    stored = InboxMessage.objects.using(alias).filter(consumer=service, message_id=message["id"]).values_list(
+        "reply", flat=True).first()
+    if stored is not None:
+        outbox_send(using=alias, queue=message["reply_queue"], task=REPLY_TASK, payload=stored,
+                    message_id=stored["id"])
+    return stored or {}
 
 
 def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
+    """Run one command exactly once in effect, and answer it (see the module docstring).
+
+    The handler runs in the transaction itself, with no savepoint: on a business or transient failure the
+    whole transaction is rolled back (whatever the handler had written with it) and the failure is recorded
+    in a transaction of its own. The common, successful path costs two statements besides the handler's.
+    """
     problem = _command_problem(message)
     if problem:
         raise PoisonMessage(problem)
     alias = service_alias(service)
+    failure: BusinessError | TransientError | None = None
     with transaction.atomic(using=alias, durable=True):
-        claimed, stored = inbox_claim(using=alias, consumer=service, message_id=message["id"])
+        claimed, guard, fresh = _claim(alias, service, message)
         if not claimed:
-            if stored is not None:
-                outbox_send(using=alias, queue=message["reply_queue"], task=REPLY_TASK, payload=stored,
-                            message_id=stored["id"])
-            return stored or {}
-        guard = step_guard(using=alias, consumer=service, key=message["key"], direction=message["direction"])
+            return _send_stored(alias, service, message)
         if message["direction"] == SagaStepLog.Direction.ACTION and guard == StepGuard.State.COMPENSATED:
             # The step was compensated before this action arrived: applying it now would undo the undo.
             reply = build_reply(message, SagaStepLog.Outcome.COMPENSATED)
         else:
             try:
-                with transaction.atomic(using=alias):
-                    result = handler(data=message["data"], key=message["key"], failure=message.get("failure"))
+                result = _call(handler, message, fresh=fresh)
                 reply = build_reply(message, "ok", result=result)
-            except BusinessError as exc:
-                reply = build_reply(message, "business", error=exc)
-            except TransientError as exc:
-                reply = build_reply(message, "transient", error=exc)
-        InboxMessage.objects.using(alias).filter(consumer=service, message_id=message["id"]).update(reply=reply)
-        outbox_send(using=alias, queue=message["reply_queue"], task=REPLY_TASK, payload=reply, message_id=reply["id"])
+            except (BusinessError, TransientError) as exc:
+                failure = exc
+                transaction.set_rollback(True, using=alias)
+        if failure is None:
+            _keep_and_send(alias, service, message, reply)
+            return reply
+    reply = build_reply(message, "business" if isinstance(failure, BusinessError) else "transient", error=failure)
+    with transaction.atomic(using=alias, durable=True):
+        claimed, _, _ = _claim(alias, service, message)
+        if not claimed:  # a duplicate delivery answered meanwhile
+            return _send_stored(alias, service, message)
+        _keep_and_send(alias, service, message, reply)
     return reply
+
+
+def _call(handler: Handler, message: dict, *, fresh: bool) -> dict | None:
+    kwargs = {"data": message["data"], "key": message["key"], "failure": message.get("failure")}
+    if handler in FRESH_AWARE:
+        # The guard row was created by this very transaction: no effect under this key exists yet, so the
+        # handler may skip looking for one.
+        kwargs["fresh"] = fresh
+    return handler(**kwargs)
 
 
 class _OncePerPeriod:
@@ -182,14 +237,33 @@ def _dead_letter(alias: str, consumer: str, task: str, queue: str, message: Any,
     logger.error("%s: dead-lettered a %s message %s: %s", consumer, task, message_id, error)
 
 
+# Every participant's handler by task name: the orchestrator runs its own service's steps in-process, and
+# tests call handlers directly. Kept here rather than on the Celery task object, which an app may rebuild.
+HANDLERS: dict[str, Handler] = {}
+# Handlers that take `fresh` (the step's key was never used in this participant before).
+FRESH_AWARE: set[Handler] = set()
+
+
+def participant_handler(name: str) -> Handler | None:
+    if name not in HANDLERS:
+        # A process that has not imported the apps' task modules yet (outside a worker).
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules("tasks")
+    return HANDLERS.get(name)
+
+
 def participant_task(*, service: str, name: str) -> Callable[[Handler], object]:
     def decorator(handler: Handler) -> object:
+        HANDLERS[name] = handler
+        if "fresh" in inspect.signature(handler).parameters:
+            FRESH_AWARE.add(handler)
+
         @shared_task(name=name, acks_late=True)
         def task(message: dict) -> None:
             consume(consumer=service, task=name, queue=service, message=message,
                     run=lambda m: handle_command(service=service, message=m, handler=handler))
 
-        task.handler = handler  # type: ignore[attr-defined]
         return task
 
     return decorator

@@ -5,8 +5,8 @@ from shipping.services import shipment_cancel, shipment_schedule
 
 
 @participant_task(service="shipping", name="shipping.schedule")
-def schedule(*, data: dict, key: str, failure: dict | None) -> dict:
-    shipment = shipment_schedule(order_id=data["order_id"], key=key, address=data["address"])
+def schedule(*, data: dict, key: str, failure: dict | None, fresh: bool = False) -> dict:
+    shipment = shipment_schedule(order_id=data["order_id"], key=key, address=data["address"], key_is_new=fresh)
     return {"tracking_number": shipment.tracking_number}
 
 

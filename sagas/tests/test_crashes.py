@@ -50,12 +50,15 @@ def _payments_worker(stack, **env: str) -> None:  # type: ignore[no-untyped-def]
     stack.worker("worker-payments", ("payments",), concurrency=1, loglevel="INFO", PGAPPNAME=PAYMENTS_APP, **env)
 
 
-def _charge_in_progress() -> bool:
+def _charge_in_progress(app_name: str = PAYMENTS_APP) -> bool:
     """The payments worker is inside a charge: its transaction has written (the inbox row, the step guard)
-    and not committed, while the gateway takes its time."""
+    and not committed, while the gateway takes its time. Only this test run's databases count (the test
+    database and its per-service siblings), not another run's on the same server."""
     with connections["default"].cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-                       "AND backend_xid IS NOT NULL", [PAYMENTS_APP])
+                       "AND backend_xid IS NOT NULL "
+                       "AND (datname = current_database() OR datname LIKE current_database() || '\\_%%')",
+                       [app_name])
         return cursor.fetchone()[0] > 0
 
 

@@ -15,11 +15,12 @@ from payments.models import Payment, Wallet
 from sagas.models import DeadLetter, OutboxMessage, SagaStepLog
 from sagas.processes import QUEUES, sweeper_command
 from sagas.services import dead_letter_redrive
+from sagas.tests.test_crashes import _charge_in_progress
 from sagas.tests.test_order_saga import assert_audit_clean, place, saga_of, wait_final
-from shop.redis import get_redis
 from shop.routers import service_alias
 from shop.testing import wait_until
 
+FROZEN_APP = "fault-test-payments"
 pytestmark = [pytest.mark.saga, pytest.mark.django_db(transaction=True, databases="__all__")]
 
 
@@ -41,14 +42,13 @@ def test_an_action_that_lands_after_its_compensation_started_is_undone(saga, buy
     saga.stop("worker")
     saga.stop("sweeper")
     saga.worker("worker-rest", tuple(q for q in QUEUES if q != "payments"))
-    saga.worker("worker-payments-frozen", ("payments",), PAYMENT_LATENCY_MS="12000")
+    saga.worker("worker-payments-frozen", ("payments",), PAYMENT_LATENCY_MS="12000", PGAPPNAME=FROZEN_APP)
     # Gives up on a silent step after one re-send (about two step timeouts).
     saga.start("sweeper-impatient", sweeper_command(sys.executable), SAGA_MAX_RESENDS="1")
 
     order = place(buyer, [("SKU-A", 2)])
-    published = lambda: [m for m in OutboxMessage.objects.using(service_alias("orders")).filter(  # noqa: E731
-        task="payments.charge", published_at__isnull=False)]
-    assert wait_until(lambda: published() and get_redis().llen("payments") == 0, timeout=30), saga.logs()
+    # The frozen worker is inside the charge: its transaction has written and not committed.
+    assert wait_until(lambda: _charge_in_progress(FROZEN_APP), timeout=60), saga.logs()
     # The frozen worker holds the charge; a healthy one takes whatever comes next (the refund).
     saga.worker("worker-payments", ("payments",))
 

@@ -15,13 +15,10 @@ from dataclasses import dataclass
 import pytest
 
 from inventory.models import Product, Reservation
-from inventory.tasks import release_stock, reserve_stock
 from payments.models import Payment, Wallet
-from payments.tasks import charge, refund
 from sagas.models import StepGuard
-from sagas.participants import handle_command
+from sagas.participants import handle_command, participant_handler
 from shipping.models import Shipment
-from shipping.tasks import cancel, schedule
 from shop.routers import service_alias
 from shop.testing import ADDRESS
 
@@ -34,8 +31,8 @@ ORDER_ID = 4242
 class Participant:
     service: str
     step: int
-    action: object
-    compensation: object
+    action: str
+    compensation: str
     net_effect: Callable[[], int]  # what the action took and was not given back
 
 
@@ -53,9 +50,9 @@ def _shipments_live() -> int:
 
 
 PARTICIPANTS = {
-    "inventory": Participant("inventory", 1, reserve_stock, release_stock, _stock_taken),
-    "payments": Participant("payments", 2, charge, refund, _money_taken),
-    "shipping": Participant("shipping", 3, schedule, cancel, _shipments_live),
+    "inventory": Participant("inventory", 1, "inventory.reserve_stock", "inventory.release_stock", _stock_taken),
+    "payments": Participant("payments", 2, "payments.charge", "payments.refund", _money_taken),
+    "shipping": Participant("shipping", 3, "shipping.schedule", "shipping.cancel", _shipments_live),
 }
 
 
@@ -75,9 +72,9 @@ def command(participant: Participant, data: dict, direction: str, saga_id: str) 
 
 def run(participant: Participant, data: dict, direction: str, saga_id: str,
         handler: Callable[..., object] | None = None) -> dict:
-    task = participant.action if direction == "action" else participant.compensation
+    name = participant.action if direction == "action" else participant.compensation
     return handle_command(service=participant.service, message=command(participant, data, direction, saga_id),
-                          handler=handler or task.handler)  # type: ignore[attr-defined]
+                          handler=handler or participant_handler(name))
 
 
 @pytest.mark.parametrize("name", PARTICIPANTS)
@@ -117,7 +114,7 @@ def test_a_compensation_waits_for_the_action_in_flight_then_undoes_it(world, nam
     results: dict[str, dict] = {}
 
     def slow_action(**kwargs: object) -> object:
-        result = participant.action.handler(**kwargs)  # type: ignore[attr-defined]
+        result = participant_handler(participant.action)(**kwargs)
         action_applied.set()
         assert let_action_commit.wait(30), "the test never let the action commit"
         return result
