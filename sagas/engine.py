@@ -29,7 +29,6 @@ from django.utils import timezone
 
 from sagas.definitions import SagaDefinition, Step, get_definition, register
 from sagas.models import OutboxMessage, SagaInstance, SagaStepLog
-from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
 
@@ -273,8 +272,7 @@ def _send(saga: SagaInstance, definition: SagaDefinition, direction: str,
         reply = _run_local(message, task, using=orchestrator_alias(definition))
         if reply is not None:
             return _receive(saga, definition, reply)
-    outbox_send(using=orchestrator_alias(definition), queue=step.service, task=task, payload=message,
-                message_id=message["id"], delay_seconds=delay_seconds)
+    _queue(saga, queue=step.service, task=task, message=message, delay_seconds=delay_seconds)
     saga.step_deadline = timezone.now() + timedelta(seconds=settings.SAGA_STEP_TIMEOUT_SECONDS + delay_seconds)
     return None
 
@@ -315,30 +313,75 @@ def _receive(saga: SagaInstance, definition: SagaDefinition, reply: dict) -> tup
 
 def _log(saga: SagaInstance, definition: SagaDefinition, *, step: int, direction: str, attempt: int,
          outcome: str, message_id: str | None = None, error_code: str = "", error_detail: str = "",
-         duration_ms: float | None = None) -> SagaStepLog:
+         duration_ms: float | None = None) -> None:
     """Add an entry to the saga's step log; it is written by _save, with the saga."""
-    log = SagaStepLog(
-        saga=saga, step=step, step_name=definition.step(step).name, direction=direction, attempt=attempt,
-        outcome=outcome, message_id=message_id, error_code=(error_code or "")[:40],
-        error_detail=(error_detail or "")[:300], duration_ms=duration_ms,
-    )
-    if not hasattr(saga, "pending_logs"):
-        saga.pending_logs = []  # type: ignore[attr-defined]
-    saga.pending_logs.append(log)  # type: ignore[attr-defined]
-    return log
+    _pending(saga, "logs").append((
+        step, definition.step(step).name, direction, attempt, outcome, message_id, (error_code or "")[:40],
+        (error_detail or "")[:300], duration_ms,
+    ))
+
+
+def _queue(saga: SagaInstance, *, queue: str, task: str, message: dict, delay_seconds: float = 0.0) -> None:
+    """Add a command to the orchestrator's outbox; it is written by _save, with the saga."""
+    _pending(saga, "commands").append((message["id"], queue, task, json.dumps(message), delay_seconds))
+
+
+def _pending(saga: SagaInstance, kind: str) -> list:  # type: ignore[type-arg]
+    pending = saga.__dict__.setdefault("_pending", {"logs": [], "commands": []})
+    return pending[kind]
+
+
+SAGA_COLUMNS = ("saga_type", "state", "current_step", "attempt", "resends", "data", "failure", "current_message",
+                "step_deadline", "deadline", "version", "created_at", "updated_at", "finished_at")
+JSON_COLUMNS = {"data", "failure", "current_message"}
+LOG_SQL = ("INSERT INTO sagas_sagasteplog (saga_id, step, step_name, direction, attempt, outcome, message_id, "
+           "error_code, error_detail, duration_ms, at) VALUES {rows}")
+LOG_ROW = "(%s, %s, %s, %s, %s, %s, %s::uuid, %s, %s, %s, now())"
+OUTBOX_SQL = ("INSERT INTO sagas_outboxmessage (message_id, queue, task, payload, created_at, available_at, "
+              "publish_count) VALUES {rows}")
+OUTBOX_ROW = "(%s::uuid, %s, %s, %s::jsonb, now(), now() + make_interval(secs => %s), 0)"
 
 
 def _save(saga: SagaInstance, *, using: str, created: bool = False, log_only: bool = False) -> None:
-    """Persist the saga and the step log entries recorded since it was loaded (in their order); with
-    `log_only`, only the entries (the saga itself did not change)."""
-    if created:
-        saga.save(using=using, force_insert=True)
-    elif not log_only:
-        saga.version += 1
-        saga.save(using=using)
-    logs = getattr(saga, "pending_logs", [])
-    SagaStepLog.objects.using(using).bulk_create(logs)
-    saga.pending_logs = []  # type: ignore[attr-defined]
+    """Write the saga, the step log entries and the commands recorded since it was loaded, in one statement
+    (one round trip per move, whatever the move wrote); with `log_only`, the saga row itself is unchanged."""
+    parts: list[tuple[str, list]] = []  # type: ignore[type-arg]
+    now = timezone.now()
+    if created or not log_only:
+        saga.updated_at = now
+        if created:
+            saga.created_at = now
+        else:
+            saga.version += 1
+        values = [_column_value(saga, column) for column in SAGA_COLUMNS]
+        placeholders = ", ".join("%s::jsonb" if column in JSON_COLUMNS else "%s" for column in SAGA_COLUMNS)
+        if created:
+            parts.append((f"INSERT INTO sagas_sagainstance (id, {', '.join(SAGA_COLUMNS)}) "
+                          f"VALUES (%s, {placeholders})", [saga.pk, *values]))
+        else:
+            assignments = ", ".join(f"{column} = {placeholder}" for column, placeholder in
+                                    zip(SAGA_COLUMNS, placeholders.split(", "), strict=True))
+            parts.append((f"UPDATE sagas_sagainstance SET {assignments} WHERE id = %s", [*values, saga.pk]))
+    pending = saga.__dict__.pop("_pending", {"logs": [], "commands": []})
+    if pending["logs"]:
+        parts.append((LOG_SQL.format(rows=", ".join([LOG_ROW] * len(pending["logs"]))),
+                      [value for row in pending["logs"] for value in (saga.pk, *row)]))
+    if pending["commands"]:
+        parts.append((OUTBOX_SQL.format(rows=", ".join([OUTBOX_ROW] * len(pending["commands"]))),
+                      [value for row in pending["commands"] for value in row]))
+    if not parts:
+        return
+    # Earlier parts become data-modifying CTEs of the last one: PostgreSQL runs every part exactly once.
+    sql = parts[-1][0]
+    if len(parts) > 1:
+        sql = "WITH " + ", ".join(f"w{i} AS ({part})" for i, (part, _) in enumerate(parts[:-1])) + " " + sql
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [value for _, params in parts for value in params])
+
+
+def _column_value(saga: SagaInstance, column: str) -> object:
+    value = getattr(saga, column)
+    return json.dumps(value) if column in JSON_COLUMNS and value is not None else value
 
 
 def _duration_ms(command: dict) -> float | None:
@@ -397,8 +440,7 @@ def _resend(saga: SagaInstance, definition: SagaDefinition, context: Context) ->
     _log(saga, definition, step=saga.current_step, direction=message["direction"], attempt=saga.attempt,
          outcome=Outcome.RESENT, message_id=message["id"])
     # The same message id: a consumer that already handled it answers again and does nothing.
-    outbox_send(using=orchestrator_alias(definition), queue=step.service, task=task, payload=message,
-                message_id=message["id"])
+    _queue(saga, queue=step.service, task=task, message=message)
     # Jitter, so that sagas silenced by one outage do not all come back in the same sweep.
     saga.step_deadline = timezone.now() + timedelta(seconds=resend_wait(saga.resends) * random.uniform(1.0, 1.1))
     return None
@@ -513,6 +555,16 @@ def _reply_problem(reply: object) -> str | None:
     return None
 
 
+CLAIM_AND_LOCK_SQL = """
+WITH claim AS (
+    INSERT INTO sagas_inboxmessage (message_id, consumer, received_at) VALUES (%s::uuid, %s, now())
+    ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id
+)
+SELECT sagas_sagainstance.*, EXISTS (SELECT 1 FROM claim) AS claimed
+FROM sagas_sagainstance WHERE id = %s::uuid FOR UPDATE
+"""
+
+
 def handle_reply(reply: dict) -> str:
     """Move the saga that `reply` answers. Returns what happened: advanced, duplicate or stale.
 
@@ -528,12 +580,14 @@ def handle_reply(reply: dict) -> str:
         raise PoisonMessage(f"saga {reply['saga']!r} has no step {reply['step']}")
     alias = orchestrator_alias(definition)
     with transaction.atomic(using=alias, durable=True):
-        claimed, _ = inbox_claim(using=alias, consumer=ORCHESTRATOR, message_id=reply["id"])
-        if not claimed:
-            return "duplicate"
-        saga = SagaInstance.objects.using(alias).select_for_update().filter(pk=reply["saga_id"]).first()
-        if saga is None:
+        # One round trip: record the reply in the inbox and lock its saga.
+        found = list(SagaInstance.objects.raw(CLAIM_AND_LOCK_SQL, [reply["id"], ORCHESTRATOR, reply["saga_id"]])
+                     .using(alias))
+        if not found:
             raise PoisonMessage(f"no saga {reply['saga_id']}")  # rolls the inbox claim back with it
+        saga = found[0]
+        if not saga.claimed:
+            return "duplicate"
         event, context = _receive(saga, definition, reply)
         record_only = TABLE.get((saga.state, event), Transition(None, Effect.FINISH)).effect == Effect.RECORD
         apply(saga, definition, event, context)

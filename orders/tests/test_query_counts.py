@@ -22,9 +22,9 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 # Two SKUs, so the per-line statements show.
 LINES = [("SKU-B", 1), ("SKU-A", 2)]
 
-# sagas.engine.saga_start in the API's transaction: the first command (outbox), the saga row, the step log of
-# the step done by that transaction. The engine's to change; update this when it does.
-SAGA_START_STATEMENTS = 3
+# sagas.engine.saga_start in the API's transaction: the saga row, the step log of the step done by that
+# transaction and the first command (outbox), written together in one statement.
+SAGA_START_STATEMENTS = 1
 
 ATOMIC = [
     "SELECT token + user (authentication)",

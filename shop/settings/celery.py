@@ -3,6 +3,10 @@ from shop import env
 REDIS_URL = env.redis_url()
 
 CELERY_BROKER_URL = env.get_str("CELERY_BROKER_URL") or REDIS_URL
+# Redis brokers go through kombu's Redis transport with one fix (shop/broker.py): a worker that loses Redis
+# while it holds messages reconnects instead of stopping.
+if CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "shop.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
