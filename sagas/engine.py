@@ -43,7 +43,7 @@ Direction = SagaStepLog.Direction
 Outcome = SagaStepLog.Outcome
 
 __all__ = ["TABLE", "Effect", "Event", "PoisonMessage", "apply", "build_reply", "classify_reply",
-           "classify_timeout", "handle_reply", "inbox_claim", "register", "saga_retry", "saga_start", "sweep"]
+           "classify_timeout", "handle_reply", "message_problem", "register", "saga_retry", "saga_start", "sweep"]
 
 
 class PoisonMessage(ValueError):
@@ -133,30 +133,6 @@ class Context:
 
 def orchestrator_alias(definition: SagaDefinition) -> str:
     return service_alias(definition.service)
-
-
-def inbox_claim(*, using: str, consumer: str, message_id: str) -> tuple[bool, dict | None]:
-    """Record `message_id` as received by `consumer` in the current transaction.
-
-    Returns (True, None) the first time; (False, stored reply) for a duplicate. A concurrent duplicate
-    waits on the unique index until the first delivery commits or rolls back.
-    """
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO sagas_inboxmessage (message_id, consumer, received_at) VALUES (%s, %s, now()) "
-            "ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id",
-            [message_id, consumer],
-        )
-        if cursor.fetchone() is not None:
-            return True, None
-        cursor.execute(
-            "SELECT reply FROM sagas_inboxmessage WHERE consumer = %s AND message_id = %s", [consumer, message_id]
-        )
-        row = cursor.fetchone()
-    reply = row[0] if row else None
-    if isinstance(reply, str):  # raw cursors return jsonb as text with some adapters
-        reply = json.loads(reply)
-    return False, reply
 
 
 def build_reply(command: dict, outcome: str, *, result: dict | None = None, error: Exception | None = None) -> dict:
@@ -538,20 +514,27 @@ def saga_start(*, definition: SagaDefinition, data: dict) -> SagaInstance:
 
 REPLY_FIELDS = {"id": str, "command_id": str, "saga_id": str, "saga": str, "step": int, "direction": str,
                 "outcome": str}
+COMMAND_FIELDS = {"id": str, "saga_id": str, "saga": str, "step": int, "direction": str, "key": str,
+                  "data": dict, "reply_queue": str}
 
 
-def _reply_problem(reply: object) -> str | None:
-    if not isinstance(reply, dict):
-        return f"a reply must be a JSON object, not {type(reply).__name__}"
-    for name, kind in REPLY_FIELDS.items():
-        if not isinstance(reply.get(name), kind):
-            return f"reply field {name!r} missing or not {kind.__name__}"
-    if reply["direction"] not in Direction.values or reply["outcome"] not in Outcome.values:
-        return f"unknown direction/outcome {reply['direction']!r}/{reply['outcome']!r}"
+def message_problem(message: object, fields: dict[str, type], *, kind: str) -> str | None:
+    """Why `message` (a command or a reply, as received) can never be handled; None when it can."""
+    if not isinstance(message, dict):
+        return f"a {kind} must be a JSON object, not {type(message).__name__}"
+    for name, expected in fields.items():
+        if not isinstance(message.get(name), expected):
+            return f"{kind} field {name!r} missing or not {expected.__name__}"
+    if message["direction"] not in Direction.values:
+        return f"unknown direction {message['direction']!r}"
+    if "outcome" in fields and message["outcome"] not in Outcome.values:
+        return f"unknown outcome {message['outcome']!r}"
     try:
-        uuid.UUID(reply["id"]), uuid.UUID(reply["command_id"]), uuid.UUID(reply["saga_id"])
+        for name in ("id", "command_id", "saga_id"):
+            if name in fields:
+                uuid.UUID(message[name])
     except ValueError:
-        return "reply ids must be UUIDs"
+        return f"{kind} ids must be UUIDs"
     return None
 
 
@@ -569,7 +552,7 @@ def handle_reply(reply: dict) -> str:
     """Move the saga that `reply` answers. Returns what happened: advanced, duplicate or stale.
 
     Raises PoisonMessage for a reply no delivery could ever handle (the consumer dead-letters it)."""
-    problem = _reply_problem(reply)
+    problem = message_problem(reply, REPLY_FIELDS, kind="reply")
     if problem:
         raise PoisonMessage(problem)
     try:

@@ -32,7 +32,15 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import connections, transaction
 
-from sagas.engine import ORCHESTRATOR, REPLY_TASK, PoisonMessage, build_reply, connection_lost
+from sagas.engine import (
+    COMMAND_FIELDS,
+    ORCHESTRATOR,
+    REPLY_TASK,
+    PoisonMessage,
+    build_reply,
+    connection_lost,
+    message_problem,
+)
 from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
 from sagas.outbox import outbox_send
 from shop.errors import BusinessError, TransientError
@@ -41,9 +49,6 @@ from shop.routers import service_alias
 logger = logging.getLogger(__name__)
 
 Handler = Callable[..., dict | None]
-
-COMMAND_FIELDS = {"id": str, "saga_id": str, "saga": str, "step": int, "direction": str, "key": str,
-                  "data": dict, "reply_queue": str}
 
 # One round trip before the handler: record the message in the inbox and take the step's guard row. An action
 # keeps whatever state the row has (a tombstone stays a tombstone); a compensation always leaves the
@@ -71,17 +76,6 @@ WITH kept AS (
 INSERT INTO sagas_outboxmessage (message_id, queue, task, payload, created_at, available_at, publish_count)
 VALUES (%(reply_id)s, %(queue)s, %(task)s, %(reply)s, now(), now(), 0)
 """
-
-
-def _command_problem(message: object) -> str | None:
-    if not isinstance(message, dict):
-        return f"a command must be a JSON object, not {type(message).__name__}"
-    for name, kind in COMMAND_FIELDS.items():
-        if not isinstance(message.get(name), kind):
-            return f"command field {name!r} missing or not {kind.__name__}"
-    if message["direction"] not in SagaStepLog.Direction.values:
-        return f"unknown direction {message['direction']!r}"
-    return None
 
 
 def _claim(alias: str, service: str, message: dict) -> tuple[bool, str, bool]:
@@ -118,7 +112,7 @@ def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
     whole transaction is rolled back (whatever the handler had written with it) and the failure is recorded
     in a transaction of its own. The common, successful path costs two statements besides the handler's.
     """
-    problem = _command_problem(message)
+    problem = message_problem(message, COMMAND_FIELDS, kind="command")
     if problem:
         raise PoisonMessage(problem)
     alias = service_alias(service)
