@@ -1,4 +1,10 @@
-"""kombu's Redis transport, with one fix for a broker that goes away while a worker holds messages.
+"""How Celery workers meet a broker that goes away: they reconnect promptly, and they survive it.
+
+A worker that lost its broker tries again with kombu's default waits, 2 s growing by 2 s up to 30 s: after a
+minute-long outage it may come back ten seconds or more after the broker did, while the saga engine is
+counting the silence of the commands the relay has published again. `Consumer` caps those waits at 2 s.
+
+kombu's Redis transport, with one fix for a broker that goes away while a worker holds messages:
 
 When a Celery worker loses Redis while it holds unacknowledged messages, kombu closes the channel and, on
 the way, tries to put those messages back in their queues at once, through a connection that is already
@@ -11,8 +17,11 @@ as it does after any other connection loss. Selected by shop/settings/celery.py 
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu import Connection
 from kombu.transport import redis
 
 logger = logging.getLogger(__name__)
@@ -34,3 +43,14 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+RECONNECT_WAITS = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+
+
+class Consumer(CeleryConsumer):
+    """Celery's worker consumer, reconnecting to the broker with waits of at most two seconds."""
+
+    def ensure_connected(self, conn: Connection) -> Connection:
+        conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT_WAITS)
+        return super().ensure_connected(conn)

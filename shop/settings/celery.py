@@ -7,6 +7,8 @@ CELERY_BROKER_URL = env.get_str("CELERY_BROKER_URL") or REDIS_URL
 # while it holds messages reconnects instead of stopping.
 if CELERY_BROKER_URL.startswith("redis://"):
     CELERY_BROKER_TRANSPORT = "shop.broker:Transport"
+# Workers reconnect to a broker that is back within two seconds (kombu's waits grow to 30 s).
+CELERY_WORKER_CONSUMER = "shop.broker:Consumer"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
