@@ -628,10 +628,13 @@ def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
 
 
 def connection_lost(exc: BaseException) -> bool:
-    """Whether `exc` means the database is unreachable (as opposed to one bad row or statement)."""
+    """Whether `exc` means a dependency is unreachable (the database, or Redis, which also holds the payment
+    gateway's memory) as opposed to one bad row, statement or message: waiting, not giving up, is the cure."""
     from django.db import InterfaceError, OperationalError
 
-    if isinstance(exc, InterfaceError):
+    from shop.errors import broker_unavailable_errors
+
+    if isinstance(exc, (InterfaceError, *broker_unavailable_errors())):
         return True
     if isinstance(exc, OperationalError):
         cause = exc.__cause__

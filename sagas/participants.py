@@ -172,7 +172,8 @@ _db_away_log = _OncePerPeriod()
 def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable[[Any], Any]) -> Any:
     """Run `run(message)` as an at-least-once consumer must.
 
-    - database away (connection lost, server restarting): wait with capped, jittered backoff and try again;
+    - database or Redis away (connection lost, server restarting): wait with capped, jittered backoff and try
+      again;
       after SAGA_DB_WAIT_SECONDS give the message back to the broker (Reject with requeue), unacknowledged
       work is never dropped and never delayed with an ETA;
     - PoisonMessage: dead-lettered at once, since no delivery can ever handle it;
@@ -187,10 +188,10 @@ def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable
             return _dead_letter(alias, consumer, task, queue, message, f"poison: {exc}", deliveries=1)
         except Exception as exc:
             if connection_lost(exc):
-                _db_away_log("%s: database unavailable (%s); waiting for it", consumer, exc)
+                _db_away_log("%s: database or Redis unavailable (%s); waiting for it", consumer, exc)
                 connections.close_all()  # the next try reconnects
                 if waited >= settings.SAGA_DB_WAIT_SECONDS:
-                    raise Reject(f"database unavailable for {waited:.0f} s", requeue=True) from exc
+                    raise Reject(f"a dependency unavailable for {waited:.0f} s", requeue=True) from exc
             else:
                 failures += 1
                 logger.exception("%s: %s failed (try %s of %s)", consumer, task, failures,

@@ -4,7 +4,8 @@ A worker that lost its broker tries again with kombu's default waits, 2 s growin
 minute-long outage it may come back ten seconds or more after the broker did, while the saga engine is
 counting the silence of the commands the relay has published again. `Consumer` caps those waits at 2 s.
 
-kombu's Redis transport, with one fix for a broker that goes away while a worker holds messages:
+kombu's Redis transport, with one fix for a broker that goes away while a worker holds messages (the same
+holds for acknowledging a message through a connection that is gone):
 
 When a Celery worker loses Redis while it holds unacknowledged messages, kombu closes the channel and, on
 the way, tries to put those messages back in their queues at once, through a connection that is already
@@ -28,6 +29,24 @@ logger = logging.getLogger(__name__)
 
 
 class QoS(redis.QoS):
+    """Acknowledging, rejecting or restoring through a connection that is already gone must not stop the
+    worker: the message stays in Redis's unacked hash and comes back after the visibility timeout (its
+    consumer's inbox recognises it)."""
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except AttributeError:
+            logger.warning("broker connection gone: message %s not acknowledged; it comes back after the "
+                           "visibility timeout", delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            logger.warning("broker connection gone: message %s not rejected; it comes back after the "
+                           "visibility timeout", delivery_tag)
+
     def restore_unacked_once(self, stderr: object = None) -> object:
         try:
             return super().restore_unacked_once(stderr)

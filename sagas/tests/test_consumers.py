@@ -49,7 +49,7 @@ def test_a_consumer_reconnects_after_its_database_connection_died(no_processes, 
 
     reply = _run(command)
 
-    assert "database unavailable" in caplog.text, caplog.text
+    assert "database or Redis unavailable" in caplog.text, caplog.text
 
     assert (reply["outcome"], reply["result"]) == ("ok", {"done": True}), reply
     assert InboxMessage.objects.using(alias).filter(consumer="shipping", message_id=command["id"]).count() == 1
@@ -69,4 +69,32 @@ def test_a_consumer_gives_the_message_back_when_the_database_stays_away(no_proce
     assert rejected.value.requeue is True
     connections[alias].close()
     assert not InboxMessage.objects.using(alias).filter(message_id=command["id"]).exists()
+    assert not DeadLetter.objects.using(alias).exists()
+
+
+def test_redis_away_inside_a_handler_is_waited_out_not_dead_lettered(no_processes, settings):
+    """The payment gateway keeps its memory in Redis: Redis restarting is an outage to wait out, like the
+    database's, not a broken message (which one failed try would dead-letter here)."""
+    settings.SAGA_MESSAGE_ATTEMPTS = 1
+    import socket
+
+    import redis
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    calls = []
+
+    def handler(**_: object) -> dict:
+        calls.append(1)
+        if len(calls) == 1:
+            redis.Redis(port=closed_port, socket_connect_timeout=1).ping()
+        return {"done": True}
+
+    alias = service_alias("shipping")
+    command = _command()
+    reply = consume(consumer="shipping", task="shipping.schedule", queue="shipping", message=command,
+                    run=lambda m: handle_command(service="shipping", message=m, handler=handler))
+
+    assert (len(calls), reply["outcome"]) == (2, "ok"), (calls, reply)
     assert not DeadLetter.objects.using(alias).exists()
