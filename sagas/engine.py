@@ -629,19 +629,12 @@ def sweep(*, definition: SagaDefinition, limit: int = 100) -> int:
 
 def connection_lost(exc: BaseException) -> bool:
     """Whether `exc` means a dependency is unreachable (the database, or Redis, which also holds the payment
-    gateway's memory) as opposed to one bad row, statement or message: waiting, not giving up, is the cure."""
-    from django.db import InterfaceError, OperationalError
+    gateway's memory) as opposed to one bad row, statement or message: waiting, not giving up, is the cure.
+    A deadlock, serialization failure or lock timeout is an OperationalError too, but not a lost connection."""
+    from shop.db import is_conflict
+    from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
-    from shop.errors import broker_unavailable_errors
-
-    if isinstance(exc, (InterfaceError, *broker_unavailable_errors())):
-        return True
-    if isinstance(exc, OperationalError):
-        cause = exc.__cause__
-        sqlstate = getattr(cause, "sqlstate", None)
-        # Class 40 (serialization failure, deadlock) and 55P03 (lock timeout) are not a lost connection.
-        return not (sqlstate and (sqlstate.startswith("40") or sqlstate == "55P03"))
-    return False
+    return isinstance(exc, database_unavailable_errors() + broker_unavailable_errors()) and not is_conflict(exc)
 
 
 def saga_retry(*, saga_id: uuid.UUID | str, saga_type: str) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +42,7 @@ from sagas.engine import (
 )
 from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
 from sagas.outbox import outbox_send
+from shop.backoff import Backoff, FailureLog
 from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
 
@@ -152,21 +152,14 @@ def _call(handler: Handler, message: dict, *, fresh: bool) -> dict | None:
     return handler(**kwargs)
 
 
-class _OncePerPeriod:
-    """Logs a recurring failure once per period, not once per message."""
-
-    def __init__(self, period: float = 30.0) -> None:
-        self.period = period
-        self.last = -period
-
-    def __call__(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.period:
-            self.last = now
-            logger.warning(message, *args)
+# One failure log per consumer and process: an outage is reported once per period, not once per message.
+_outage_logs: dict[str, FailureLog] = {}
 
 
-_db_away_log = _OncePerPeriod()
+def _outage_log(consumer: str) -> FailureLog:
+    if consumer not in _outage_logs:
+        _outage_logs[consumer] = FailureLog(logger, f"{consumer}: database or Redis unavailable", period=30.0)
+    return _outage_logs[consumer]
 
 
 def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable[[Any], Any]) -> Any:
@@ -180,15 +173,16 @@ def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable
     - anything else: tried SAGA_MESSAGE_ATTEMPTS times, then dead-lettered with the error.
     """
     alias = _dead_letter_alias(consumer, message)
-    failures, waited, pause = 0, 0.0, 0.1
+    failures, waited, backoff, outage = 0, 0.0, Backoff(initial=0.1, cap=5.0), _outage_log(consumer)
     while True:
         try:
-            return run(message)
+            result = run(message)
         except PoisonMessage as exc:
             return _dead_letter(alias, consumer, task, queue, message, f"poison: {exc}", deliveries=1)
         except Exception as exc:
+            delay = backoff.next_delay()
             if connection_lost(exc):
-                _db_away_log("%s: database or Redis unavailable (%s); waiting for it", consumer, exc)
+                outage.failed(exc, retry_in=delay)
                 connections.close_all()  # the next try reconnects
                 if waited >= settings.SAGA_DB_WAIT_SECONDS:
                     raise Reject(f"a dependency unavailable for {waited:.0f} s", requeue=True) from exc
@@ -199,10 +193,11 @@ def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable
                 if failures >= settings.SAGA_MESSAGE_ATTEMPTS:
                     return _dead_letter(alias, consumer, task, queue, message, f"{type(exc).__name__}: {exc}",
                                         deliveries=failures)
-            delay = pause * random.uniform(0.5, 1.0)
             time.sleep(delay)
             waited += delay
-            pause = min(pause * 2, 5.0)
+        else:
+            outage.recovered()
+            return result
 
 
 def _dead_letter_alias(consumer: str, message: Any) -> str:
