@@ -24,11 +24,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from sagas.definitions import SagaDefinition, Step, get_definition, register
 from sagas.models import OutboxMessage, SagaInstance, SagaStepLog
+from sagas.outbox import outbox_insert_sql
 from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
 
@@ -313,10 +314,6 @@ JSON_COLUMNS = {"data", "failure", "current_message"}
 LOG_SQL = ("INSERT INTO sagas_sagasteplog (saga_id, step, step_name, direction, attempt, outcome, message_id, "
            "error_code, error_detail, duration_ms, at) VALUES {rows}")
 LOG_ROW = "(%s, %s, %s, %s, %s, %s, %s::uuid, %s, %s, %s, now())"
-OUTBOX_SQL = ("INSERT INTO sagas_outboxmessage (message_id, queue, task, payload, created_at, available_at, "
-              "publish_count) VALUES {rows}")
-OUTBOX_ROW = "(%s::uuid, %s, %s, %s::jsonb, now(), now() + make_interval(secs => %s), 0)"
-
 
 def _save(saga: SagaInstance, *, using: str, created: bool = False, log_only: bool = False) -> None:
     """Write the saga, the step log entries and the commands recorded since it was loaded, in one statement
@@ -343,7 +340,7 @@ def _save(saga: SagaInstance, *, using: str, created: bool = False, log_only: bo
         parts.append((LOG_SQL.format(rows=", ".join([LOG_ROW] * len(pending["logs"]))),
                       [value for row in pending["logs"] for value in (saga.pk, *row)]))
     if pending["commands"]:
-        parts.append((OUTBOX_SQL.format(rows=", ".join([OUTBOX_ROW] * len(pending["commands"]))),
+        parts.append((outbox_insert_sql(len(pending["commands"])),
                       [value for row in pending["commands"] for value in row]))
     if not parts:
         return
@@ -579,11 +576,10 @@ def handle_reply(reply: dict) -> str:
 
 
 def _publication(alias: str, message_id: str) -> tuple[bool, datetime | None]:
-    """(is a copy still waiting in the outbox, when the last copy was published)."""
-    copies = OutboxMessage.objects.using(alias).filter(message_id=message_id)
-    if copies.filter(published_at__isnull=True).exists():
-        return True, None
-    return False, copies.aggregate(at=Max("published_at"))["at"]
+    """(is a copy still waiting in the outbox, when the last copy was published), in one query."""
+    copies = OutboxMessage.objects.using(alias).filter(message_id=message_id).aggregate(
+        waiting=Count("pk", filter=Q(published_at__isnull=True)), at=Max("published_at"))
+    return (True, None) if copies["waiting"] else (False, copies["at"])
 
 
 def _sweep_one(definition: SagaDefinition, alias: str, saga_id: uuid.UUID) -> bool:

@@ -45,6 +45,18 @@ RETURNING id, message_id, queue, task, payload
 """
 
 
+# The same insert as `outbox_send`, for writers that fold it into one statement with the change it announces
+# (the orchestrator's move, a participant's reply): one row per message (message id, queue, task, payload as
+# JSON text, seconds before it is due).
+OUTBOX_INSERT_SQL = ("INSERT INTO sagas_outboxmessage (message_id, queue, task, payload, created_at, available_at, "
+                     "publish_count) VALUES {rows}")
+OUTBOX_ROW_SQL = "(%s::uuid, %s, %s, %s::jsonb, now(), now() + make_interval(secs => %s), 0)"
+
+
+def outbox_insert_sql(rows: int) -> str:
+    return OUTBOX_INSERT_SQL.format(rows=", ".join([OUTBOX_ROW_SQL] * rows))
+
+
 def outbox_send(*, using: str, queue: str, task: str, payload: dict, message_id: uuid.UUID | str,
                 delay_seconds: float = 0.0) -> OutboxMessage:
     """Add a message to the outbox of database `using`, inside the caller's transaction."""

@@ -41,7 +41,7 @@ from sagas.engine import (
     message_problem,
 )
 from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
-from sagas.outbox import outbox_send
+from sagas.outbox import outbox_insert_sql, outbox_send
 from shop.backoff import Backoff, FailureLog
 from shop.errors import BusinessError, TransientError
 from shop.routers import service_alias
@@ -69,13 +69,8 @@ ACTION_CLAIM_SQL = CLAIM_SQL.format(state="sagas_stepguard.state")
 COMPENSATION_CLAIM_SQL = CLAIM_SQL.format(state="EXCLUDED.state")
 
 # One round trip after it: keep the reply for duplicates and send it, in the same transaction as the effect.
-REPLY_SQL = """
-WITH kept AS (
-    UPDATE sagas_inboxmessage SET reply = %(reply)s WHERE consumer = %(consumer)s AND message_id = %(id)s
-)
-INSERT INTO sagas_outboxmessage (message_id, queue, task, payload, created_at, available_at, publish_count)
-VALUES (%(reply_id)s, %(queue)s, %(task)s, %(reply)s, now(), now(), 0)
-"""
+REPLY_SQL = ("WITH kept AS (UPDATE sagas_inboxmessage SET reply = %s::jsonb "
+             "WHERE consumer = %s AND message_id = %s::uuid) " + outbox_insert_sql(1))
 
 
 def _claim(alias: str, service: str, message: dict) -> tuple[bool, str, bool]:
@@ -91,8 +86,9 @@ def _claim(alias: str, service: str, message: dict) -> tuple[bool, str, bool]:
 
 def _keep_and_send(alias: str, service: str, message: dict, reply: dict) -> None:
     with connections[alias].cursor() as cursor:
-        cursor.execute(REPLY_SQL, {"reply": json.dumps(reply), "consumer": service, "id": message["id"],
-                                   "reply_id": reply["id"], "queue": message["reply_queue"], "task": REPLY_TASK})
+        body = json.dumps(reply)
+        cursor.execute(REPLY_SQL, [body, service, message["id"], reply["id"], message["reply_queue"], REPLY_TASK,
+                                   body, 0])
 
 
 def _send_stored(alias: str, service: str, message: dict) -> dict:
