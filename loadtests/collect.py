@@ -129,7 +129,7 @@ def cmd_commands(args: argparse.Namespace) -> int:
     _setup()
     from django.conf import settings
 
-    from shop.launcher import process_commands
+    from runtime.launcher import process_commands
 
     commands = process_commands(args.host, args.port, flow=settings.ORDER_FLOW,
                                 per_service_workers=args.per_service_workers)

@@ -1,7 +1,7 @@
 """Benchmark of the saga mode: completed sagas per second, POST-to-final latency, and relay drain rate.
 
     make bench-saga                                   # or:
-    .venv/bin/python -m shop.launcher exec -- .venv/bin/python -m sagas.bench --orders 300 --concurrency 8
+    .venv/bin/python -m runtime.launcher exec -- .venv/bin/python -m loadtests.saga_bench --orders 300 --concurrency 8
 
 It runs on a database of its own (`<name>_bench`, created afresh) and a Redis database of its own, starts a
 Celery worker on every queue, one outbox relay and the sweeper, and measures three things:
@@ -42,7 +42,7 @@ def outer(args: argparse.Namespace) -> int:
     """Prepare the bench database, start the saga processes, run the measurements in a child process."""
     import dj_database_url
 
-    from shop.pgadmin import create_database
+    from runtime.pgadmin import create_database
 
     base = os.environ["DATABASE_URL"]
     database_url = create_database(base, f"{dj_database_url.parse(base)['NAME']}_bench", fresh=True)
@@ -74,7 +74,7 @@ def outer(args: argparse.Namespace) -> int:
         time.sleep(3)  # let the worker connect before the clock starts
         # The drain measurement stops the running relay first, so the two do not share the backlog.
         env["BENCH_RELAY_PID"] = str(children["relay"].pid)
-        return subprocess.run([PYTHON, "-m", "sagas.bench", "--inner", *sys.argv[1:]], cwd=REPO_ROOT,
+        return subprocess.run([PYTHON, "-m", "loadtests.saga_bench", "--inner", *sys.argv[1:]], cwd=REPO_ROOT,
                               env=env).returncode
     finally:
         for child in children.values():
@@ -95,10 +95,10 @@ def inner(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model
     from django.db import connections
 
+    from operations.demo import product_sku
     from orders.flows import place_order
     from orders.models import Order
     from orders.services import PlaceOrder
-    from shop.demo import product_sku
     from shop.testing import ADDRESS
 
     assert settings.ORDER_FLOW == "saga"
@@ -215,7 +215,7 @@ def relay_drain(backlog: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m sagas.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m loadtests.saga_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--light", type=int, default=50, help="orders placed one at a time")

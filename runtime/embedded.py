@@ -90,7 +90,7 @@ def start_postgres() -> str:
 
 def ensure_database(name: str) -> str:
     """Create database `name` on the embedded server if it does not exist; return its URL."""
-    from shop.pgadmin import create_database
+    from runtime.pgadmin import create_database
 
     admin_url = running_database_url("postgres")
     if admin_url is None:

@@ -1,10 +1,10 @@
 """The front door: run the shop, the tests, or any command, with its databases ready.
 
-    python -m shop.launcher run            # services, migrate, first-time seed, web (+ saga processes)
-    python -m shop.launcher test [ARGS]    # pytest with the services up
-    python -m shop.launcher exec -- CMD    # any command with DATABASE_URL / REDIS_URL set
+    python -m runtime.launcher run            # services, migrate, first-time seed, web (+ saga processes)
+    python -m runtime.launcher test [ARGS]    # pytest with the services up
+    python -m runtime.launcher exec -- CMD    # any command with DATABASE_URL / REDIS_URL set
 
-With DATABASE_URL and REDIS_URL unset, the embedded PostgreSQL and Redis (shop.embedded) are started and
+With DATABASE_URL and REDIS_URL unset, the embedded PostgreSQL and Redis (runtime.embedded) are started and
 stopped again at the end; with them set, those servers are used and left alone.
 """
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from shop import embedded
+from runtime import embedded
 from shop.backoff import Backoff
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,8 +69,8 @@ def _ensure_service_databases() -> None:
     """Give every service its own database on the DATABASE_URL server (unless its URL is already set)."""
     import dj_database_url
 
+    from runtime.pgadmin import create_database
     from shop.env import SERVICES
-    from shop.pgadmin import create_database
 
     base = os.environ["DATABASE_URL"]
     prefix = dj_database_url.parse(base)["NAME"]
@@ -224,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from django.conf import settings
 
         _first_time_seed()
-        from shop.demo import ensure_admin
+        from operations.demo import ensure_admin
 
         token = ensure_admin(username="admin", password=args.admin_password)
         base = f"http://{args.host}:{args.port}"
@@ -255,7 +255,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shop.launcher", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m runtime.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the shop until Ctrl-C")
