@@ -97,7 +97,7 @@ def inner(args: argparse.Namespace) -> int:
 
     from operations.demo import product_sku
     from orders.flows import place_order
-    from orders.models import Order
+    from orders.selectors import OrderStatus, order_outcome_list, orders_pending_exist
     from orders.services import PlaceOrder
     from shop.testing import ADDRESS
 
@@ -112,14 +112,14 @@ def inner(args: argparse.Namespace) -> int:
 
     def wait_final(ids: list[int], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while Order.objects.filter(pk__in=ids, status=Order.Status.PENDING).exists():
+        while orders_pending_exist(order_ids=ids):
             if time.monotonic() > deadline:
                 raise SystemExit(f"orders still pending after {timeout} s")
             time.sleep(0.02)  # latency comes from finalized_at, so polling slowly costs no accuracy
 
     def latencies(started: dict[int, float]) -> list[float]:
-        final = Order.objects.filter(pk__in=list(started)).values_list("pk", "status", "finalized_at")
-        assert all(status == Order.Status.CONFIRMED for _, status, _ in final)
+        final = order_outcome_list(order_ids=started)
+        assert all(status == OrderStatus.CONFIRMED for _, status, _ in final)
         return [(at.timestamp() - started[pk]) * 1000 for pk, _, at in final]
 
     # 1. Light load: one order at a time.
@@ -154,8 +154,7 @@ def inner(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join()
     wait_final(list(started_at), 300)
-    last = max(at.timestamp() for at in Order.objects.filter(pk__in=list(started_at))
-               .values_list("finalized_at", flat=True))
+    last = max(at.timestamp() for _, _, at in order_outcome_list(order_ids=started_at))
     loaded_ms = latencies(started_at)
     rate = len(started_at) / (last - began)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from orders.models import Order
 
@@ -55,3 +57,31 @@ def orders_pending_count(*, limit: int) -> int:
     """How many orders are PENDING, counting no further than `limit`: the cost is bounded by the limit, not by
     the size of the backlog or of the table (the status index finds them)."""
     return Order.objects.filter(status=Order.Status.PENDING).order_by()[:limit].count()
+
+
+def order_outcome_list(*, order_ids: Iterable[int]) -> list[tuple[int, str, datetime | None]]:
+    """(id, status, finalized_at) of each of `order_ids` that exists: for the load tests' latency sums."""
+    return list(Order.objects.filter(pk__in=list(order_ids)).values_list("pk", "status", "finalized_at"))
+
+
+def orders_pending_exist(*, order_ids: Iterable[int]) -> bool:
+    return Order.objects.filter(pk__in=list(order_ids), status=Order.Status.PENDING).exists()
+
+
+def order_status_counts() -> list[tuple[str, str, int]]:
+    """(status, failure reason, how many) over every order: for the load report."""
+    rows = Order.objects.values("status", "failure_reason").annotate(n=Count("id")).order_by()
+    return [(row["status"], row["failure_reason"], row["n"]) for row in rows]
+
+
+def order_window_counts(*, since: datetime, until: datetime) -> dict[str, int]:
+    """Orders placed in [since, until], and how many of them were final by `until` (a final status stamped at
+    or before it), are final now, and failed: for the load bench."""
+    placed = Order.objects.filter(created_at__gte=since, created_at__lte=until)
+    final = ~Q(status=Order.Status.PENDING)
+    return placed.aggregate(
+        placed=Count("id"),
+        final_by_end=Count("id", filter=final & (Q(finalized_at__lte=until) | Q(finalized_at__isnull=True))),
+        final_now=Count("id", filter=final),
+        failed_now=Count("id", filter=Q(status=Order.Status.FAILED)),
+    )
