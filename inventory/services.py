@@ -98,3 +98,10 @@ def product_upsert(*, sku: str, name: str, price_cents: int, stock: int) -> Prod
 
 def inventory_reset() -> None:
     Reservation.objects.all().delete()
+
+
+def products_seed(*, catalogue: list[tuple[str, str, int]], stock: int) -> None:
+    """Demo seed: the catalogue is exactly these products, (sku, name, price in cents), `stock` units each."""
+    for sku, name, price_cents in catalogue:
+        product_upsert(sku=sku, name=name, price_cents=price_cents, stock=stock)
+    Product.objects.exclude(sku__in=[sku for sku, _, _ in catalogue]).delete()

@@ -130,3 +130,10 @@ def wallet_set(*, customer_id: int, balance_cents: int) -> Wallet:
 
 def payments_reset() -> None:
     Payment.objects.all().delete()
+
+
+def wallets_seed(*, customer_ids: list[int], balance_cents: int) -> None:
+    """Demo seed: exactly these customers have a wallet, each holding `balance_cents` as all the money put in."""
+    for customer_id in customer_ids:
+        wallet_set(customer_id=customer_id, balance_cents=balance_cents)
+    Wallet.objects.exclude(customer_id__in=customer_ids).delete()

@@ -7,12 +7,12 @@ import functools
 import pytest
 
 from inventory.models import Product, Reservation
+from operations.audit import run_audit
 from orders.flows import place_order
 from orders.models import Order
 from orders.services import PlaceOrder
 from payments.models import Payment, Wallet
 from shipping.models import Shipment
-from shop.audit import run_audit
 from shop.testing import ADDRESS, all_at_once, order_body
 
 pytestmark = pytest.mark.django_db
