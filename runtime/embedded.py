@@ -27,8 +27,12 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
 
 DATABASE_NAME = "shop"
-# Enough connections for a web server, Celery workers and relays each holding one per service database.
-SERVER_SETTINGS = "\n# shop\nmax_connections = 300\n"
+# Enough connections for a web server, Celery workers and relays each holding one per service database;
+# prepared transactions for ORDER_FLOW=2pc (one per branch in flight: up to one per connection).
+SERVER_SETTINGS = "\n# shop\nmax_connections = 300\nmax_prepared_transactions = 300\n"
+# Settings added to SERVER_SETTINGS after a data folder was first made: appended to its postgresql.conf on
+# start, and a running server that lacks them is restarted when nobody else uses it.
+LATER_SETTINGS = {"max_prepared_transactions": "300"}
 
 
 def data_dir() -> Path:
@@ -82,11 +86,43 @@ def start_postgres() -> str:
         server.ensure_pgdata_inited()
         with open(_pgdata() / "postgresql.conf", "a") as conf:
             conf.write(SERVER_SETTINGS)
+    _add_later_settings()
+    if _postmaster_info() is not None and _lacks_later_settings() and _only_client():
+        # A server started from an older data folder: the new settings need a restart, and nobody else uses it.
+        logger.warning("restarting the embedded PostgreSQL to apply %s", ", ".join(LATER_SETTINGS))
+        stop_postgres()
     server.start()
     info = server.get_postmaster_info()
     assert info.socket_path is not None
     ensure_database(DATABASE_NAME)
     return _database_url(str(info.socket_path.parent), DATABASE_NAME)
+
+
+def _add_later_settings() -> None:
+    conf = _pgdata() / "postgresql.conf"
+    text = conf.read_text()
+    missing = [name for name in LATER_SETTINGS if f"\n{name} =" not in text]
+    if missing:
+        with open(conf, "a") as out:
+            out.write("".join(f"{name} = {LATER_SETTINGS[name]}\n" for name in missing))
+
+
+def _lacks_later_settings() -> bool:
+    """True when the running server still runs with other values than LATER_SETTINGS (started before they were
+    written)."""
+    url = running_database_url("postgres")
+    if url is None:
+        return False
+    from runtime.pgadmin import _admin_connection
+
+    with _admin_connection(url) as conn:
+        return any(conn.execute(f"SHOW {name}").fetchone()[0] != value for name, value in LATER_SETTINGS.items())
+
+
+def _only_client() -> bool:
+    """True when no process but this one is registered as using the servers (call under clients_lock)."""
+    return all(not entry.name.isdigit() or int(entry.name) == os.getpid() or not _pid_alive(int(entry.name))
+               for entry in _clients().iterdir())
 
 
 def ensure_database(name: str) -> str:

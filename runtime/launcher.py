@@ -44,6 +44,9 @@ def services(*, redis_db: int = 0) -> Iterator[None]:
                 if embedded_redis:
                     os.environ["REDIS_URL"] = embedded.start_redis(database=redis_db)
                     _say(f"embedded Redis at {os.environ['REDIS_URL']}")
+        if os.environ.get("ORDER_FLOW") == "2pc":
+            # Two-phase commit spans the service databases: without one per service there is nothing to span.
+            os.environ.setdefault("SHOP_DB_PER_SERVICE", "1")
         if os.environ.get("SHOP_DB_PER_SERVICE") == "1":
             _ensure_service_databases()
         yield
@@ -110,6 +113,8 @@ def process_commands(host: str, port: int, *, flow: str, per_service_workers: bo
         from sagas.processes import saga_process_commands
 
         commands.update(saga_process_commands(PYTHON, per_service_workers=per_service_workers))
+    if flow == "2pc":
+        commands["recovery"] = [PYTHON, "manage.py", "recover_2pc"]
     return commands
 
 
@@ -124,6 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         _django_setup()
         from django.conf import settings
 
+        if settings.ORDER_FLOW == "2pc":
+            # The participants' check (one line naming the setting when it fails), then branches a crash left.
+            recovered = manage("recover_2pc", "--once", check=False)
+            if recovered.returncode != 0:
+                return recovered.returncode
         _first_time_seed()
         from operations.demo import ensure_admin
 

@@ -21,10 +21,13 @@ def service_alias(app_label: str) -> str:
 # Saga instances and their step log belong to the orchestrator, which lives in the orders service. The
 # outbox and inbox tables exist in every service's database; their callers always name the alias.
 ORCHESTRATOR_MODELS = {("sagas", "sagainstance"), ("sagas", "sagasteplog")}
+# The two-phase commit coordinator's log lives with the orders service too (ORDER_FLOW=2pc).
+ORDERS_DATABASE_APPS = {"twopc"}
 
 
 def model_alias(model) -> str:  # type: ignore[no-untyped-def]
-    if (model._meta.app_label, model._meta.model_name) in ORCHESTRATOR_MODELS:
+    if (model._meta.app_label, model._meta.model_name) in ORCHESTRATOR_MODELS or \
+            model._meta.app_label in ORDERS_DATABASE_APPS:
         return service_alias("orders")
     return service_alias(model._meta.app_label)
 
@@ -45,5 +48,5 @@ class ServiceRouter:
         if db == "default":
             return True
         if db in SERVICES:
-            return app_label == db or app_label == "sagas"
+            return app_label == db or app_label == "sagas" or (db == "orders" and app_label in ORDERS_DATABASE_APPS)
         return None

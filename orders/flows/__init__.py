@@ -26,5 +26,9 @@ def is_synchronous() -> bool:
     return _flow().SYNCHRONOUS
 
 
+# A setting value that is not a module name.
+_MODULES = {"2pc": "twopc"}
+
+
 def _flow() -> ModuleType:
-    return import_module(f"orders.flows.{settings.ORDER_FLOW}")
+    return import_module(f"orders.flows.{_MODULES.get(settings.ORDER_FLOW, settings.ORDER_FLOW)}")

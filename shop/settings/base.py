@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "payments",
     "shipping",
     "sagas",
+    "twopc",
     "idempotency",
     "benchmarks",
     "operations",
