@@ -17,10 +17,12 @@ from orders.services import orders_reset
 from payments.services import payments_reset, wallets_seed
 from sagas.housekeeping import messages_reset
 from shipping.services import shipping_reset
+from twopc.services import decisions_reset
 
 # Apps that keep per-order state register their reset here. The saga engine's goes first: no saga, command or
 # inbox row may outlive the orders it was about (its tables are emptied in every service database).
-RESETS = [messages_reset, orders_reset, inventory_reset, payments_reset, shipping_reset, keys_reset]
+RESETS = [messages_reset, orders_reset, inventory_reset, payments_reset, shipping_reset, keys_reset,
+          decisions_reset]
 
 
 @dataclass(frozen=True)

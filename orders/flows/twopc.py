@@ -1,0 +1,246 @@
+"""ORDER_FLOW=2pc: the order flow as a two-phase commit across the service databases; the request coordinates.
+
+1. Authorize the card at the gateway before any transaction, as the atomic flow does (same gateway key).
+2. Each step runs in its service's branch: a transaction on that service's database, opened when the flow first
+   reaches the service, under a transaction id per order and branch (psycopg `tpc_begin`). Rows are locked in
+   the flow's order: the order (new rows only), stock by SKU, the wallet, the shipment. Every connection waits
+   at most TWOPC_LOCK_TIMEOUT_MS for a lock; past it the order is 503 `concurrency-conflict`, never a hang.
+3. Phase one: PREPARE TRANSACTION on every branch. A business failure before it, or a branch that fails to
+   prepare, rolls every branch back (ROLLBACK PREPARED for those already prepared).
+4. The commit point: the decision is written and flushed in the coordinator log (twopc.services), on a
+   connection of its own, before any branch commits.
+5. Phase two: COMMIT PREPARED on every branch; capture the card. A branch that cannot be committed now (its
+   database went away) stays prepared and recovery (`manage.py recover_2pc`) commits it from the log: the order
+   stands. A coordinator that dies between 3 and 4 leaves prepared branches with no decision: recovery rolls
+   them back once they are older than TWOPC_RECOVERY_GRACE_SECONDS (presumed abort).
+
+The branches are Django's own connections of each service's alias, inside an outermost atomic block each (so the
+services' `transaction.atomic(savepoint=False)` and `shop.db.fetch` run inside the branch unchanged); psycopg's
+two-phase state and Django's block are finished in that order, so Django's commit or rollback at the block's end
+finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from inventory.services import stock_reserve
+from orders.flows.atomic import _authorize
+from orders.models import Order
+from orders.services import PlaceOrder, order_confirm, order_create, order_priced
+from payments.gateway import Authorization
+from payments.services import payment_capture, payment_record, payment_void
+from shipping.services import shipment_schedule
+from shop.db import retry_on_conflict
+from shop.errors import DependencyUnavailable, TransientError, database_unavailable_errors
+from shop.routers import service_alias
+from twopc.models import Decision
+from twopc.services import GTRID_PREFIX, branch_xid, decision_record
+
+logger = logging.getLogger(__name__)
+
+FLOW = "2pc"
+# The order is final when place_order returns: the API answers 201.
+SYNCHRONOUS = True
+
+
+class PrepareFailed(TransientError):
+    """A participant could not prepare its branch: every branch was rolled back and nothing was placed."""
+
+    code = "prepare_failed"
+    status = 503
+    title = "A service could not prepare the order; nothing was placed"
+
+
+class _Undecided(Exception):
+    """Every branch prepared, and the decision may or may not have reached the log: recovery decides."""
+
+
+@dataclass
+class _Placement:
+    """What the steps share: the command, its authorization, and what the steps have made so far."""
+
+    command: PlaceOrder
+    authorization: Authorization
+    order: Order | None = None
+    confirmed_at: object = None
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    service: str
+    action: Callable[[_Placement], None]
+
+
+def _create(p: _Placement) -> None:
+    p.order = order_create(command=p.command, flow=FLOW)
+    p.key = f"order:{p.order.pk}"
+
+
+def _reserve(p: _Placement) -> None:
+    stock_reserve(order_id=p.order.pk, key=f"{p.key}:reserve", lines=p.command.lines, key_is_new=True)
+
+
+def _charge(p: _Placement) -> None:
+    payment_record(authorization=p.authorization, order_id=p.order.pk, customer_id=p.command.customer_id,
+                   key=f"{p.key}:charge")
+
+
+def _ship(p: _Placement) -> None:
+    shipment_schedule(order_id=p.order.pk, key=f"{p.key}:ship", address=p.command.shipping_address, key_is_new=True)
+
+
+def _confirm(p: _Placement) -> None:
+    p.confirmed_at = order_confirm(order_id=p.order.pk)
+
+
+# The flow's steps in lock order; each runs in the branch of its service's database.
+STEPS = (
+    _Step("create_order", "orders", _create),
+    _Step("reserve_stock", "inventory", _reserve),
+    _Step("charge_payment", "payments", _charge),
+    _Step("schedule_shipment", "shipping", _ship),
+    _Step("confirm_order", "orders", _confirm),
+)
+
+
+def place_order(command: PlaceOrder) -> Order:
+    command = order_priced(command=command)  # the amount authorized is the amount the order records
+    authorization = _authorize(command)
+    try:
+        # A lock wait past the timeout is answered at once (503 with Retry-After): retrying here would only hold
+        # the client for several timeouts behind the same prepared branch.
+        order = retry_on_conflict(lambda: _place(command, authorization), attempts=1)
+    except IntegrityError:
+        # Another attempt under the same Idempotency-Key placed its order first, with this very authorization.
+        raise
+    except _Undecided as undecided:
+        # The card stays held: if the decision was logged, the order stands and the hold is what it charges.
+        raise DependencyUnavailable("The order's outcome is being resolved; retry with the same Idempotency-Key."
+                                    ) from undecided.__cause__
+    except BaseException:
+        payment_void(authorization=authorization)
+        raise
+    payment_capture(authorization=authorization)
+    return order
+
+
+@dataclass
+class _Branch:
+    alias: str
+    connection: BaseDatabaseWrapper
+    prepared: bool = False
+
+
+@dataclass
+class _Transaction:
+    gtrid: str
+    branches: dict[str, _Branch] = field(default_factory=dict)
+
+    def branch(self, service: str, blocks: contextlib.ExitStack) -> None:
+        """Open the branch of `service`'s database unless it is open (two steps of one service share it)."""
+        alias = service_alias(service)
+        if alias in self.branches:
+            return
+        blocks.enter_context(transaction.atomic(using=alias))
+        connection = connections[alias]
+        self.branches[alias] = _Branch(alias, connection)
+        with connection.wrap_database_errors:
+            connection.connection.tpc_begin(branch_xid(gtrid=self.gtrid, alias=alias))
+
+    def prepare(self) -> None:
+        fault = settings.TWOPC_FAULT
+        for branch in self.branches.values():
+            try:
+                with branch.connection.wrap_database_errors:
+                    if fault.startswith("fail-prepare:") and service_alias(fault.split(":", 1)[1]) == branch.alias:
+                        # Something PostgreSQL refuses to prepare: the PREPARE below fails for real.
+                        branch.connection.connection.execute("LISTEN twopc_fault")
+                    branch.connection.connection.tpc_prepare()
+            except DatabaseError as exc:
+                if isinstance(exc, database_unavailable_errors()):
+                    raise  # the database went away: 503 dependency-unavailable
+                raise PrepareFailed(f"The {branch.alias} database refused to prepare: {exc}") from exc
+            branch.prepared = True
+
+    def rollback(self) -> None:
+        """Roll every branch back; one that cannot be reached is dropped (not prepared: its server rolls it back;
+        prepared: recovery does, since there is no commit decision)."""
+        for branch in self.branches.values():
+            try:
+                branch.connection.connection.tpc_rollback()
+            except Exception:
+                logger.warning("2pc %s: rollback of branch %s failed; dropping its connection", self.gtrid,
+                               branch.alias, exc_info=True)
+                branch.connection.close()
+
+    def commit(self) -> None:
+        for branch in self.branches.values():
+            try:
+                branch.connection.connection.tpc_commit()
+            except Exception:
+                # Decided: the branch stays prepared and recovery commits it.
+                logger.warning("2pc %s: commit of branch %s failed; recovery will commit it", self.gtrid,
+                               branch.alias, exc_info=True)
+                branch.connection.close()
+
+    def abandon(self) -> None:
+        """Leave every branch prepared for recovery (the coordinator no longer knows the outcome)."""
+        for branch in self.branches.values():
+            branch.connection.close()
+
+
+def _place(command: PlaceOrder, authorization: Authorization) -> Order:
+    placement = _Placement(command=command, authorization=authorization)
+    tx = _Transaction(gtrid=f"{GTRID_PREFIX}{uuid.uuid4().hex}")
+    with contextlib.ExitStack() as blocks:
+        try:
+            for step in STEPS:
+                tx.branch(step.service, blocks)
+                step.action(placement)
+            tx.prepare()
+        except BaseException:
+            tx.rollback()
+            if any(branch.prepared for branch in tx.branches.values()):
+                _log_abort(tx, placement)
+            raise
+        order = placement.order
+        assert order is not None
+        _crash_if("crash-after-prepare")
+        try:
+            decision_record(gtrid=tx.gtrid, decision=Decision.Outcome.COMMIT, branches=list(tx.branches),
+                            order_id=order.pk)
+        except BaseException as exc:
+            tx.abandon()
+            raise _Undecided() from exc
+        _crash_if("crash-after-decision")
+        tx.commit()
+    order.status = Order.Status.CONFIRMED
+    order.finalized_at = order.updated_at = placement.confirmed_at
+    return order
+
+
+def _log_abort(tx: _Transaction, placement: _Placement) -> None:
+    # Only for the admin's sake (no decision already means abort), so a failure here changes nothing.
+    try:
+        decision_record(gtrid=tx.gtrid, decision=Decision.Outcome.ABORT, branches=list(tx.branches),
+                        order_id=placement.order.pk if placement.order else None)
+    except Exception:
+        logger.warning("2pc %s: could not log the abort", tx.gtrid, exc_info=True)
+
+
+def _crash_if(fault: str) -> None:
+    if fault == settings.TWOPC_FAULT:
+        logger.error("TWOPC_FAULT=%s: the coordinator dies now", fault)
+        os._exit(70)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TwopcConfig(AppConfig):
+    name = "twopc"
+    verbose_name = "Two-phase commit"
