@@ -15,11 +15,13 @@ $(VENV)/.installed: requirements.txt
 run: $(VENV)/.installed
 	$(PY) -m runtime.launcher run
 
-# The whole suite on one database, then the saga suite again with a database per service
-# (pytest's exit 5, "no test selected", is fine there when ARGS picks no saga test).
+# The whole suite on one database, then the saga suite again with a database per service, then the 2pc suite
+# (ORDER_FLOW=2pc, which sets up a database per service itself; its tests are skipped in the first pass).
+# pytest's exit 5, "no test selected", is fine in the last two when ARGS picks none of their tests.
 test: $(VENV)/.installed
 	$(PY) -m runtime.launcher test $(ARGS)
 	SHOP_DB_PER_SERVICE=1 $(PY) -m runtime.launcher test -m saga $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	ORDER_FLOW=2pc $(PY) -m runtime.launcher test -m twopc $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from inventory.selectors import reservations_held, stock_totals
@@ -16,6 +17,7 @@ from orders.selectors import OrderStatus, OrderSummary, order_summary_list
 from payments.selectors import PaymentStatus, money_totals, payments_by_order
 from sagas.selectors import SAGA_ACTIVE_STATES, SagaState, outbox_stats, saga_counts, saga_states_by_key, sagas_overdue
 from shipping.selectors import ShipmentStatus, shipments_by_order
+from twopc.recovery import prepared_older_than
 
 MAX_EXAMPLES = 5
 # A committed message still unpublished after this long means the relay is down or stuck.
@@ -153,8 +155,37 @@ def check_outbox(facts: Facts) -> Check:
     return check
 
 
+def check_two_phase(facts: Facts) -> Check:
+    check = Check("I7 two-phase")
+    bound = settings.TWOPC_MAX_PREPARED_AGE_SECONDS
+    for branch in prepared_older_than(seconds=bound):
+        check.violations.append(f"branch {branch.alias} of {branch.gtrid} prepared {branch.age_seconds:.0f} s ago "
+                                f"(decision {branch.decision or 'none'}): is recovery running?")
+    orders, payments = facts.orders, facts.payments
+    held, shipments = reservations_held(), shipments_by_order()
+    two_phase = 0
+    for order_id, order in orders.items():
+        if order.flow != "2pc":
+            continue
+        two_phase += 1
+        # Every database commits the order's branch or none does: the order exists only CONFIRMED, with its part
+        # in each of the other databases.
+        parts = {"order": order.status == OrderStatus.CONFIRMED,
+                 "payment": payments.get(order_id, ("",))[0] == PaymentStatus.CHARGED,
+                 "reservation": order_id in held, "shipment": shipments.get(order_id) == ShipmentStatus.SCHEDULED}
+        if not all(parts.values()):
+            check.violations.append(f"2pc order {order_id} ({order.status}) lacks "
+                                    + ", ".join(name for name, present in parts.items() if not present))
+    for name, order_ids in (("payment", payments.keys()), ("reservation", held.keys()),
+                            ("shipment", {i for i, status in shipments.items() if status == ShipmentStatus.SCHEDULED})):
+        for order_id in sorted(order_ids - orders.keys()):
+            check.violations.append(f"{name} of order {order_id}, which the orders database does not have")
+    check.summary = f"{two_phase} 2pc orders agree on every database; no branch prepared longer than {bound:.0f} s"
+    return check
+
+
 CHECKS: list[Callable[[Facts], Check]] = [check_money, check_stock, check_sagas, check_outbox,
-                                                     check_access]
+                                                     check_access, check_two_phase]
 
 
 def run_audit() -> list[Check]:

@@ -1,0 +1,287 @@
+"""The order flow in ORDER_FLOW=2pc, end to end through the API, on a database per service: all or nothing
+across the four databases, prepared branches resolved by recovery after a coordinator crash, blocking answered
+503, never a hang."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+
+import psycopg
+import pytest
+from django.db import connections
+from rest_framework.authtoken.models import Token
+
+from inventory.models import Product, Reservation
+from operations.audit import run_audit
+from orders.models import Order
+from payments.models import Payment, Wallet
+from shipping.models import Shipment
+from shop.testing import all_at_once, order_body
+from twopc.models import Decision
+from twopc.recovery import in_doubt_branches, recover
+
+pytestmark = [pytest.mark.twopc, pytest.mark.django_db(transaction=True, databases="__all__")]
+
+PARTICIPANTS = ["orders", "inventory", "payments", "shipping"]
+
+
+@pytest.fixture(autouse=True)
+def _twopc(settings):  # type: ignore[no-untyped-def]
+    settings.ORDER_FLOW = "2pc"
+    settings.TWOPC_FAULT = ""
+
+
+def _audit_failures() -> list[str]:
+    return [check.line() for check in run_audit() if not check.ok]
+
+
+def _nothing_anywhere(*, sku: str, stock: int, customer_id: int, balance: int) -> None:
+    assert Order.objects.count() == 0
+    assert Reservation.objects.count() == Payment.objects.count() == Shipment.objects.count() == 0
+    assert Product.objects.get(sku=sku).on_hand == stock
+    assert Wallet.objects.get(customer_id=customer_id).balance_cents == balance
+
+
+def test_each_service_writes_its_own_database(make_product, make_customer, client_for):
+    make_product(sku="SKU-A", stock=5, price_cents=1250)
+    customer = make_customer(balance_cents=10_000)
+
+    response = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 2)]), format="json")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "CONFIRMED"
+    order_id = body["id"]
+    # Each row is in its own service's database and nowhere else.
+    assert Order.objects.using("orders").get(pk=order_id).status == Order.Status.CONFIRMED
+    assert Reservation.objects.using("inventory").get(order_id=order_id).status == Reservation.Status.HELD
+    assert Payment.objects.using("payments").get(order_id=order_id).amount_cents == 2500
+    assert Shipment.objects.using("shipping").filter(order_id=order_id).count() == 1
+    assert Order.objects.using("default").filter(pk=order_id).count() == 0
+    assert Product.objects.get(sku="SKU-A").on_hand == 3
+    assert Wallet.objects.get(customer_id=customer.pk).balance_cents == 7500
+    decision = Decision.objects.get(order_id=order_id)
+    assert (decision.decision, sorted(decision.branches)) == ("commit", sorted(PARTICIPANTS))
+    assert in_doubt_branches() == []
+    assert _audit_failures() == []
+
+
+@pytest.mark.parametrize(
+    ("token", "country", "quantity", "balance", "status", "code"),
+    [
+        ("tok_ok", "GB", 6, 100_000, 409, "out-of-stock"),
+        ("tok_decline", "GB", 1, 100_000, 402, "payment-declined"),
+        ("tok_ok", "GB", 1, 999, 402, "insufficient-funds"),
+        ("tok_ok", "XX", 1, 100_000, 422, "undeliverable"),
+        ("tok_timeout", "GB", 1, 100_000, 503, "payment-unavailable"),
+    ],
+    ids=["out-of-stock", "declined", "insufficient-funds", "undeliverable", "gateway-down"],
+)
+def test_a_business_failure_answers_as_atomic_and_rolls_every_branch_back(
+        make_product, make_customer, client_for, token, country, quantity, balance, status, code):
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=balance)
+
+    response = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", quantity)], token=token,
+                                                                      country=country), format="json")
+
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"] == f"/problems/{code}"
+    _nothing_anywhere(sku="SKU-A", stock=5, customer_id=customer.pk, balance=balance)
+    assert in_doubt_branches() == []
+    assert _audit_failures() == []
+
+
+@pytest.mark.parametrize("service", PARTICIPANTS)
+def test_a_participant_that_fails_to_prepare_aborts_every_branch(make_product, make_customer, client_for, settings,
+                                                                 service):
+    settings.TWOPC_FAULT = f"fail-prepare:{service}"
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+
+    response = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json")
+
+    assert response.status_code == 503, response.content
+    assert response.json()["type"] == "/problems/prepare-failed"
+    assert response["Retry-After"]
+    # The branches prepared before the failing one were rolled back (ROLLBACK PREPARED), the rest never prepared.
+    assert in_doubt_branches() == []
+    _nothing_anywhere(sku="SKU-A", stock=5, customer_id=customer.pk, balance=10_000)
+    assert _audit_failures() == []
+    if service != "orders":  # branches before it had prepared: the abort is in the log
+        assert Decision.objects.get().decision == "abort"
+
+    settings.TWOPC_FAULT = ""
+    again = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json")
+    assert again.status_code == 201, again.content
+
+
+def test_a_repeat_with_the_same_key_is_replayed(make_product, make_customer, client_for):
+    make_product(sku="SKU-A", stock=5)
+    customer = make_customer()
+    client = client_for(customer)
+    body = order_body([("SKU-A", 1)])
+
+    first = client.post("/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="same-key")
+    second = client.post("/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="same-key")
+
+    assert first.status_code == second.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+    assert second.content == first.content
+    assert Order.objects.count() == 1
+    assert Product.objects.get(sku="SKU-A").on_hand == 4
+
+
+def test_concurrent_orders_on_one_sku_never_oversell(make_product, make_customer, client_for):
+    make_product(sku="SKU-HOT", stock=5, price_cents=500)
+    customers = [make_customer(balance_cents=100_000) for _ in range(4)]
+    clients = [client_for(customers[i % len(customers)]) for i in range(16)]
+
+    responses = all_at_once([
+        functools.partial(client.post, "/api/v1/orders", order_body([("SKU-HOT", 1)]), format="json")
+        for client in clients
+    ])
+
+    statuses = sorted(response.status_code for response in responses)
+    # Sold out, or (a lock wait past TWOPC_LOCK_TIMEOUT_MS on a loaded machine) asked to retry; never oversold.
+    assert set(statuses) <= {201, 409, 503}, statuses
+    assert all(r.json()["type"] == "/problems/concurrency-conflict" for r in responses if r.status_code == 503)
+    sold = statuses.count(201)
+    assert sold == 5 or (sold < 5 and 503 in statuses), statuses
+    assert Product.objects.get(sku="SKU-HOT").on_hand == 5 - sold
+    assert Order.objects.filter(status=Order.Status.CONFIRMED).count() == sold
+    assert Order.objects.exclude(status=Order.Status.CONFIRMED).count() == 0
+    assert _audit_failures() == []
+
+
+def _hold_stock_row(sku: str) -> psycopg.Connection:
+    """Another transaction on the inventory database holding the product's row lock."""
+    params = connections["inventory"].get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("server_side_binding", None)
+    holder = psycopg.connect(**params)
+    holder.execute("SELECT 1 FROM inventory_product WHERE sku = %s FOR UPDATE", [sku])
+    return holder
+
+
+def test_a_lock_held_past_the_timeout_is_a_503_not_a_hang(make_product, make_customer, client_for, settings):
+    make_product(sku="SKU-A", stock=5)
+    customer = make_customer(balance_cents=10_000)
+    holder = _hold_stock_row("SKU-A")
+    try:
+        started = time.monotonic()
+        response = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json")
+        waited = time.monotonic() - started
+    finally:
+        holder.close()
+
+    assert response.status_code == 503, response.content
+    assert response.json()["type"] == "/problems/concurrency-conflict"
+    assert response["Retry-After"]
+    assert settings.TWOPC_LOCK_TIMEOUT_MS / 1000 <= waited < settings.TWOPC_LOCK_TIMEOUT_MS / 1000 + 10
+    assert in_doubt_branches() == []
+    _nothing_anywhere(sku="SKU-A", stock=5, customer_id=customer.pk, balance=10_000)
+
+
+def _crash(web, customer, *, fault: str, key: str) -> None:
+    web.start(TWOPC_FAULT=fault, IDEMPOTENCY_LOCK_SECONDS="1")
+    token, _ = Token.objects.get_or_create(user=customer)
+    status = web.post("/api/v1/orders", order_body([("SKU-A", 2)]), token=token.key, key=key)
+    assert status == 0, f"the coordinator answered {status} instead of dying\n{web.logs()}"
+    web.stop()
+
+
+def test_a_coordinator_dead_before_its_decision_is_rolled_back(make_product, make_customer, client_for, web,
+                                                               settings):
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+    _crash(web, customer, fault="crash-after-prepare", key="crashed-1")
+
+    branches = in_doubt_branches()
+    assert sorted(branch.alias for branch in branches) == sorted(PARTICIPANTS)
+    assert {branch.decision for branch in branches} == {None}
+    # Prepared, not committed: nothing is visible, and the branch holds the stock row it locked. Another order of
+    # that SKU is told to retry instead of waiting for whoever resolves the branch.
+    assert Order.objects.count() == 0
+    other = make_customer(balance_cents=10_000)
+    blocked = client_for(other).post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json")
+    assert blocked.status_code == 503 and blocked.json()["type"] == "/problems/concurrency-conflict"
+    settings.TWOPC_MAX_PREPARED_AGE_SECONDS = 0.0
+    assert any(line.startswith("I7") for line in _audit_failures())
+
+    # Younger than the grace period: maybe a live coordinator between its prepares and its decision.
+    assert {r.action for r in recover(grace_seconds=3600)} == {"wait"}
+    resolutions = recover(grace_seconds=0)
+
+    assert sorted((r.branch.alias, r.action) for r in resolutions) == [(a, "rollback") for a in sorted(PARTICIPANTS)]
+    assert in_doubt_branches() == []
+    _nothing_anywhere(sku="SKU-A", stock=5, customer_id=customer.pk, balance=10_000)
+    assert _audit_failures() == []
+    # The dead attempt placed nothing: the same key places the order now.
+    time.sleep(1.1)  # the dead attempt's lease on the key
+    retry = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 2)]), format="json",
+                                      HTTP_IDEMPOTENCY_KEY="crashed-1")
+    assert retry.status_code == 201, retry.content
+
+
+def test_a_coordinator_dead_after_its_decision_is_committed(make_product, make_customer, client_for, web, settings):
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+    _crash(web, customer, fault="crash-after-decision", key="crashed-2")
+
+    branches = in_doubt_branches()
+    assert sorted(branch.alias for branch in branches) == sorted(PARTICIPANTS)
+    assert {branch.decision for branch in branches} == {"commit"}
+    assert Order.objects.count() == 0
+
+    resolutions = recover(grace_seconds=0)
+
+    assert sorted((r.branch.alias, r.action) for r in resolutions) == [(a, "commit") for a in sorted(PARTICIPANTS)]
+    assert in_doubt_branches() == []
+    order = Order.objects.get()
+    assert order.status == Order.Status.CONFIRMED
+    assert Reservation.objects.get(order_id=order.pk).status == Reservation.Status.HELD
+    assert Payment.objects.get(order_id=order.pk).amount_cents == 2000
+    assert Shipment.objects.filter(order_id=order.pk).count() == 1
+    assert Product.objects.get(sku="SKU-A").on_hand == 3
+    assert Wallet.objects.get(customer_id=customer.pk).balance_cents == 8000
+    assert _audit_failures() == []
+    # The client's retry finds the order the dead attempt placed.
+    time.sleep(1.1)
+    retry = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 2)]), format="json",
+                                      HTTP_IDEMPOTENCY_KEY="crashed-2")
+    assert retry.status_code == 201, retry.content
+    assert retry.json()["id"] == order.pk
+    assert Order.objects.count() == 1
+
+
+def test_the_recovery_process_resolves_branches_by_itself(make_product, make_customer, web, tmp_path):
+    import subprocess
+    import sys
+
+    from shop.testing import wait_until
+    from twopc.tests.conftest import REPO_ROOT
+
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+    _crash(web, customer, fault="crash-after-prepare", key=uuid.uuid4().hex)
+    assert in_doubt_branches()
+    env = {**web.env, "TWOPC_RECOVERY_GRACE_SECONDS": "0.5", "TWOPC_RECOVERY_INTERVAL_SECONDS": "0.2"}
+    log = open(tmp_path / "recovery.log", "wb")  # noqa: SIM115
+    recovery = subprocess.Popen([sys.executable, "manage.py", "recover_2pc"], cwd=REPO_ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: not in_doubt_branches(), timeout=60, interval=0.2), \
+            (tmp_path / "recovery.log").read_text()
+    finally:
+        recovery.terminate()
+        recovery.wait(20)
+        log.close()
+    assert recovery.returncode == 0
+    resolved = [line for line in (tmp_path / "recovery.log").read_text().splitlines() if line.startswith("rollback")]
+    assert len(resolved) == 4, resolved
+    _nothing_anywhere(sku="SKU-A", stock=5, customer_id=customer.pk, balance=10_000)
+
