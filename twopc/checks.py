@@ -21,4 +21,4 @@ def require_prepared_transactions() -> None:
             raise ImproperlyConfigured(
                 f"ORDER_FLOW=2pc needs max_prepared_transactions > 0 on every service database, and the server of "
                 f"{name!r} ({alias}) has {value}: set max_prepared_transactions (e.g. 100) in its postgresql.conf "
-                f"and restart it")
+                f"and restart it (the embedded server restarts by itself once no other make run or make test uses it)")

@@ -80,3 +80,7 @@ def decision_record(*, gtrid: str, decision: str, branches: Sequence[str], order
         except BaseException:
             decision_log_close()
             raise
+
+
+def decisions_reset() -> None:
+    Decision.objects.all().delete()

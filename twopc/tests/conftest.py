@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
         return
     skip = pytest.mark.skip(reason="run with ORDER_FLOW=2pc and a database per service (make test does)")
     for item in items:
-        if "twopc" in item.keywords:
+        if item.get_closest_marker("twopc") is not None:
             item.add_marker(skip)
 
 
@@ -43,9 +43,11 @@ def _url(config: dict) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_branch_left_behind() -> Iterator[None]:
-    """Every test leaves no prepared branch (they hold locks and would outlive the test's databases' reset)."""
+def _no_branch_left_behind(request) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every 2pc test leaves no prepared branch (they hold locks and would outlive the test's databases' reset)."""
     yield
+    if request.node.get_closest_marker("twopc") is None:
+        return
     left = in_doubt_branches()
     recover(grace_seconds=0)
     decision_log_close()
