@@ -285,3 +285,23 @@ def test_the_recovery_process_resolves_branches_by_itself(make_product, make_cus
     assert len(resolved) == 4, resolved
     _nothing_anywhere(sku="SKU-A", stock=5, customer_id=customer.pk, balance=10_000)
 
+
+
+def test_the_admin_lists_in_doubt_branches_and_resolves_one(make_product, make_customer, web, admin_client):
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+    _crash(web, customer, fault="crash-after-decision", key=uuid.uuid4().hex)
+    [branch, *others] = sorted(in_doubt_branches(), key=lambda b: b.alias)
+
+    page = admin_client.get("/admin/twopc/decision/in-doubt/")
+    assert page.status_code == 200
+    assert page.content.decode().count(branch.gtrid) == 2 * (1 + len(others))  # a cell and a form field each
+    log = admin_client.get("/admin/twopc/decision/")
+    assert branch.gtrid in log.content.decode() and "In-doubt branches" in log.content.decode()
+
+    resolved = admin_client.post("/admin/twopc/decision/in-doubt/", {"alias": branch.alias, "gtrid": branch.gtrid})
+
+    assert resolved.status_code == 302
+    assert sorted(b.alias for b in in_doubt_branches()) == [b.alias for b in others]
+    recover(grace_seconds=0)
+    assert Order.objects.get().status == Order.Status.CONFIRMED
