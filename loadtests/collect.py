@@ -35,7 +35,7 @@ def _setup() -> None:
 def _saga_selector(name: str) -> Callable[[], Any] | None:
     from django.conf import settings
 
-    if settings.ORDER_FLOW == "atomic":
+    if settings.ORDER_FLOW != "saga":
         return None
     from sagas import selectors
 

@@ -77,9 +77,13 @@ class CompareError(Exception):
 # -- modes ------------------------------------------------------------------------------------------------
 
 
+# A mode whose ORDER_FLOW value is not its module's name.
+FLOW_MODULES = {"2pc": "twopc"}
+
+
 def missing_pieces(mode: str) -> list[str]:
     """What a mode still lacks in this checkout (a flow that is being built is skipped, not crashed into)."""
-    needed = [f"orders/flows/{mode}.py"]
+    needed = [f"orders/flows/{FLOW_MODULES.get(mode, mode)}.py"]
     if mode == "saga":
         needed += ["sagas/processes.py", "sagas/selectors.py"]
     # By file, not by import: importing orders.flows would need Django set up in this process.
@@ -293,8 +297,9 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
     # Anything else busy on the machine skews the numbers; the report shows how busy it was.
     load_before = os.getloadavg()[0]
     server_url = os.environ["DATABASE_URL"]
-    # Atomic mode keeps every service on one connection by design; only other modes split the databases.
-    split = args.db_per_service and mode != "atomic"
+    # Atomic mode keeps every service on one connection by design; only other modes split the databases, and 2pc
+    # always does (its transaction spans them).
+    split = (args.db_per_service and mode != "atomic") or mode == "2pc"
     base_name = f"compare_{run_id}_{mode}"
     names = {"default": base_name, **({s: f"{base_name}_{s}" for s in SERVICES} if split else {})}
     say(f"{mode}: fresh database{'s' if split else ''} {', '.join(names.values())}")
@@ -327,7 +332,7 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
                 ready = wait_until_ready(base_url, processes)
                 say(f"{mode}: web ready in {ready:.1f}s; load: {args.users} users (+{args.spawn_rate}/s) for "
                     f"{args.duration}")
-                if mode != "atomic":
+                if mode == "saga":
                     sampler_log = (out / "outbox.jsonl").open("wb")
                     sampler = subprocess.Popen([PYTHON, "-m", "loadtests.collect", "outbox", "--interval", "1"],
                                                cwd=REPO_ROOT, env=env, stdout=sampler_log,

@@ -39,6 +39,9 @@ REPLAY = "/api/v1/orders (replay)"
 # Backpressure: a 503 `overloaded` is the shop refusing work it cannot finish; a careful client waits for
 # Retry-After and sends the same request with the same key again. Counted apart from errors and outcomes.
 OVERLOADED = "/api/v1/orders (503 overloaded)"
+# The same for a lock wait past its bound (2pc mode: a hot SKU's row held by prepared branches).
+CONFLICT = "/api/v1/orders (503 concurrency-conflict)"
+REFUSALS = {"overloaded": OVERLOADED, "concurrency_conflict": CONFLICT}
 OVERLOADED_RETRIES = 5
 FINAL = "FINAL"
 HOT_SKU = "SKU-0001"
@@ -109,15 +112,16 @@ class Shopper(FastHttpUser):
         for _ in range(OVERLOADED_RETRIES + 1):
             with self.client.post(ORDERS, json=body, headers=headers, name=ORDERS, catch_response=True) as response:
                 status, content = response.status_code, response.content
-                if status == 503 and _problem_code(response) == "overloaded":
-                    response.request_meta["name"] = OVERLOADED  # counted apart from the orders placed
+                code = _problem_code(response) if status == 503 else None
+                if code in REFUSALS:
+                    response.request_meta["name"] = REFUSALS[code]  # counted apart from the orders placed
                     response.success()
                     self._wait_retry_after(response)
-                    outcome = "refused: overloaded"
+                    outcome = f"refused: {code}"
                     continue
                 outcome = self._classify(response)
                 break
-        if outcome == "refused: overloaded":
+        if outcome is not None and outcome.startswith("refused: "):
             self._report_final(started, outcome)
             return
         if outcome == "pending":

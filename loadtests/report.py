@@ -174,6 +174,8 @@ def summarize(result: ModeResult) -> dict[str, Any]:
         "confirmed_per_s": sum(1 for s in window if s.name == "order confirmed") / seconds if seconds else 0.0,
         "requests_per_s": sum(1 for s in window if s.type != FINAL_TYPE) / seconds if seconds else 0.0,
         "errors": sum(1 for s in result.samples if not s.ok),
+        # Lock waits past their bound, answered 503 and retried by the client (2pc's blocking, seen by clients).
+        "conflicts": sum(1 for s in result.samples if s.name.endswith("(503 concurrency-conflict)")),
         "seen_confirmed": seen.get("confirmed", 0),
         "seen_failed": {k.removeprefix("failed: "): v for k, v in seen.items() if k.startswith("failed: ")},
         "unresolved": seen.get("unresolved", 0),
@@ -231,6 +233,7 @@ def _rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
         Row("outbox lag, worst during load (s)", lambda s: s["outbox_max_lag_s"], "{:.2f}"),
         Row("outbox pending, most during load", lambda s: s["outbox_max_pending"], "{:d}"),
         Row("drain until all final (s)", lambda s: s["drain_s"], "{:.1f}", ratio=False),
+        Row("503 concurrency-conflict answers (clients retried)", lambda s: s["conflicts"], "{:d}", ratio=False),
         Row("errors (Locust failures)", lambda s: s["errors"], "{:d}", ratio=False),
         Row("audit", lambda s: "OK" if s["audit_ok"] else "FAIL", "{}", ratio=False),
     ]

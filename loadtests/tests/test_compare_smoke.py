@@ -51,3 +51,11 @@ def test_compare_saga_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "saga" / "outbox.jsonl").stat().st_size > 0
     if layout:
         assert "a database per service" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.twopc
+def test_compare_2pc_end_to_end_on_a_hot_sku(tmp_path: Path) -> None:
+    _, rows = _compare(tmp_path, "--modes", "2pc", "--hot-sku-share", "0.5")
+    assert rows["audit"] == ["OK"]
+    assert int(rows["confirmed (clients saw)"][0]) > 0
+    assert "a database per service" in (tmp_path / "report.md").read_text()

@@ -19,21 +19,11 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from shop.env import SERVICES
 from shop.testing import wait_until
 from twopc.recovery import in_doubt_branches, recover
 from twopc.services import decision_log_close
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
-    if settings.ORDER_FLOW == "2pc" and all(service in settings.DATABASES for service in SERVICES):
-        return
-    skip = pytest.mark.skip(reason="run with ORDER_FLOW=2pc and a database per service (make test does)")
-    for item in items:
-        if item.get_closest_marker("twopc") is not None:
-            item.add_marker(skip)
 
 
 def _url(config: dict) -> str:
