@@ -23,7 +23,7 @@ from psycopg import errors as pg_errors
 from shop.env import SERVICES
 from shop.routers import service_alias
 from twopc.models import Decision
-from twopc.services import FORMAT_ID
+from twopc.services import FORMAT_ID, decisions_purge
 
 logger = logging.getLogger("twopc.recovery")
 
@@ -107,6 +107,9 @@ def recover(*, grace_seconds: float | None = None) -> list[Resolution]:
     """One round over every participant; logs and returns what it did (waiting branches included)."""
     grace = settings.TWOPC_RECOVERY_GRACE_SECONDS if grace_seconds is None else grace_seconds
     resolutions = [resolve_branch(branch, grace_seconds=grace) for branch in in_doubt_branches()]
+    # Purged only now, with no branch of theirs left that this round saw prepared.
+    decisions_purge(older_than=timedelta(hours=settings.TWOPC_LOG_RETENTION_HOURS),
+                    keep={r.branch.gtrid for r in resolutions if r.action == "wait"})
     for resolution in resolutions:
         if resolution.action in ("commit", "rollback"):
             logger.warning("2pc recovery: %s", resolution.line())

@@ -6,9 +6,11 @@ import contextlib
 import json
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 
 from django.db import IntegrityError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
 from psycopg import Xid
 
 from shop.errors import database_unavailable_errors
@@ -80,6 +82,15 @@ def decision_record(*, gtrid: str, decision: str, branches: Sequence[str], order
         except BaseException:
             decision_log_close()
             raise
+
+
+def decisions_purge(*, older_than: timedelta, keep: set[str]) -> int:
+    """Forget decisions older than `older_than` except those of global transactions in `keep` (still in doubt
+    somewhere): once every branch is finished nobody asks again, and with presumed abort a forgotten commit
+    could only matter to a branch still prepared."""
+    cutoff = timezone.now() - older_than
+    deleted, _ = Decision.objects.filter(decided_at__lt=cutoff).exclude(gtrid__in=keep).delete()
+    return deleted
 
 
 def decisions_reset() -> None:

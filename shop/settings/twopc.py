@@ -16,6 +16,9 @@ TWOPC_LOCK_TIMEOUT_MS = env.get_int("TWOPC_LOCK_TIMEOUT_MS", 2000, minimum=1, ma
 TWOPC_RECOVERY_GRACE_SECONDS = env.get_float("TWOPC_RECOVERY_GRACE_SECONDS", 10.0, minimum=0.0)
 # How often the recovery process (manage.py recover_2pc) looks for in-doubt branches.
 TWOPC_RECOVERY_INTERVAL_SECONDS = env.get_float("TWOPC_RECOVERY_INTERVAL_SECONDS", 2.0, minimum=0.05)
+# How long the coordinator log keeps a decision whose branches are all finished (recovery purges older ones);
+# at least an hour, far longer than any coordinator takes from its decision to its last COMMIT PREPARED.
+TWOPC_LOG_RETENTION_HOURS = env.get_float("TWOPC_LOG_RETENTION_HOURS", 24.0, minimum=1.0)
 # Audit I7: a prepared transaction older than this means recovery is not running or cannot resolve it.
 TWOPC_MAX_PREPARED_AGE_SECONDS = env.get_float("TWOPC_MAX_PREPARED_AGE_SECONDS", 60.0, minimum=1.0)
 # Fault injection (tests, chaos): `crash-after-prepare` (the coordinator dies with every branch prepared and no

@@ -305,3 +305,20 @@ def test_the_admin_lists_in_doubt_branches_and_resolves_one(make_product, make_c
     assert sorted(b.alias for b in in_doubt_branches()) == [b.alias for b in others]
     recover(grace_seconds=0)
     assert Order.objects.get().status == Order.Status.CONFIRMED
+
+
+def test_recovery_forgets_old_decisions_but_not_recent_ones(make_product, make_customer, client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    make_product(sku="SKU-A", stock=5)
+    customer = make_customer()
+    for _ in range(2):
+        assert client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json").status_code == 201
+    old, recent = Decision.objects.order_by("decided_at")
+    Decision.objects.filter(pk=old.pk).update(decided_at=timezone.now() - timedelta(hours=25))
+
+    recover()
+
+    assert list(Decision.objects.values_list("gtrid", flat=True)) == [recent.gtrid]
