@@ -26,7 +26,7 @@ from orders.models import Order
 from orders.services import PlaceOrder, order_create, order_priced, order_total
 from orders.steps import ORDER_STEPS, Data, order_data
 from shop.db import retry_on_conflict
-from shop.steps import Step
+from shop.steps import Hold, Step
 
 FLOW = "atomic"
 # The order is final when place_order returns: the API answers 201.
@@ -46,36 +46,35 @@ def place_order(command: PlaceOrder, *, steps: tuple[Step, ...] = ORDER_STEPS) -
     except BaseException:
         _release(held, data)  # rolled back: nothing was recorded against the holds
         raise
-    for step in held:
-        step.hold.settle(data=data)  # type: ignore[union-attr]
+    for hold in held:
+        hold.settle(data=data)
     return order
 
 
-def _take_holds(steps: tuple[Step, ...], data: Data, *, key: str) -> list[Step]:
+def _take_holds(steps: tuple[Step, ...], data: Data, *, key: str) -> list[Hold]:
     """Take each step's hold, in step order, adding what it returns to `data`; on a failure release the ones
     taken before it."""
-    held: list[Step] = []
+    held: list[Hold] = []
     try:
-        for step in steps:
-            if step.hold is not None:
-                data.update(step.hold.take(data=data, key=key) or {})
-                held.append(step)
+        for hold in (step.hold for step in steps if step.hold is not None):
+            data.update(hold.take(data=data, key=key) or {})
+            held.append(hold)
     except BaseException:
         _release(held, data)
         raise
     return held
 
 
-def _release(held: list[Step], data: Data) -> None:
-    for step in reversed(held):
-        step.hold.release(data=data)  # type: ignore[union-attr]
+def _release(held: list[Hold], data: Data) -> None:
+    for hold in reversed(held):
+        hold.release(data=data)
 
 
-def _place(command: PlaceOrder, steps: tuple[Step, ...], held: Data) -> Order:
+def _place(command: PlaceOrder, steps: tuple[Step, ...], asked: Data) -> Order:
     with transaction.atomic(durable=True):
         # The steps without an action are this: the order, created PENDING in the transaction.
         order = order_create(command=command, flow=FLOW)
-        data = {"order_id": order.pk, **held}
+        data = {"order_id": order.pk, **asked}
         for step in steps:
             action = step.action if step.hold is None else step.hold.action
             if action is not None:
