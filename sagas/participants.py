@@ -30,7 +30,7 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import connections, transaction
 
-from sagas.definitions import SagaDefinition, task_name
+from sagas.definitions import SagaDefinition, all_definitions, task_name
 from sagas.engine import (
     COMMAND_FIELDS,
     ORCHESTRATOR,
@@ -227,10 +227,7 @@ HANDLERS: dict[str, Handler] = {}
 
 def participant_handler(name: str) -> Handler | None:
     if name not in HANDLERS:
-        # A process that has not imported the saga definitions yet (outside a worker).
-        from sagas.definitions import all_definitions
-
-        all_definitions()
+        all_definitions()  # a process that has not imported the saga definitions yet (outside a worker)
     return HANDLERS.get(name)
 
 
