@@ -78,7 +78,8 @@ def release_stock(*, data: Data, key: str, failure: dict | None, fresh: bool) ->
 def charge(*, data: Data, key: str, failure: dict | None, fresh: bool) -> Data:
     """Authorize, debit and record in the step's own transaction; capture once it commits."""
     payment = payment_charge(order_id=data["order_id"], customer_id=data["customer_id"],
-                             amount_cents=data["amount_cents"], token=data["payment_token"], key=key)
+                             amount_cents=data["amount_cents"], token=data["payment_token"], key=key,
+                             key_is_new=fresh)
     return {"payment_reference": payment.gateway_reference}
 
 

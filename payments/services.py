@@ -77,16 +77,19 @@ def payment_void(*, authorization: gateway.Authorization) -> None:
         logger.exception("Void of %s failed; the hold will expire uncaptured", authorization.reference)
 
 
-def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token: str, key: str) -> Payment:
+def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token: str, key: str,
+                   key_is_new: bool = False) -> Payment:
     """Authorize, debit the wallet and record the payment, capturing once the caller's transaction commits.
 
     Raises PaymentDeclined / InsufficientFunds (business) or GatewayTimeout (transient) and then changes
     nothing (an authorization the wallet cannot cover is voided). Idempotent by `key`: a repeat returns the
-    existing payment and charges nothing; the gateway authorization is keyed by it too.
+    existing payment and charges nothing; the gateway authorization is keyed by it too. A caller that knows no
+    payment under `key` can exist yet passes `key_is_new` and saves the lookup.
     """
-    existing = Payment.objects.filter(key=key).first()
-    if existing is not None:
-        return existing
+    if not key_is_new:
+        existing = Payment.objects.filter(key=key).first()
+        if existing is not None:
+            return existing
     authorization = payment_authorize(token=token, amount_cents=amount_cents, key=key)
     alias = service_alias("payments")
     try:
