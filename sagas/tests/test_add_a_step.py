@@ -122,3 +122,5 @@ def test_the_saga_runs_the_added_step(receipt_table, saga, customer):
         ("create_order", "compensation", "ok"),
     ]
     assert receipt.receipts(undeliverable.pk) == [(reference(undeliverable.pk), "retracted")]
+    # The worker and the sweeper imported the definition and kept running.
+    assert saga.running("worker") and saga.running("sweeper"), saga.logs()
