@@ -27,7 +27,7 @@ from django.db import connections, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from sagas.definitions import SagaDefinition, Step, get_definition, register
+from sagas.definitions import SagaDefinition, Step, command_task, get_definition, register
 from sagas.models import OutboxMessage, SagaInstance, SagaStepLog
 from sagas.outbox import outbox_insert_sql
 from shop.db import fetch, is_conflict, model_columns, model_from_row
@@ -243,7 +243,7 @@ def _send(saga: SagaInstance, definition: SagaDefinition, direction: str,
     in the outbox.
     """
     message, step = _command(saga, definition, direction)
-    task = step.action if direction == Direction.ACTION else step.compensation
+    task = command_task(step, direction)
     assert task is not None
     saga.current_message = message
     if step.service == definition.service and not delay_seconds:
@@ -264,7 +264,7 @@ def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
         return None
     try:
         with transaction.atomic(using=using):
-            result = handler(data=command["data"], key=command["key"], failure=command.get("failure"))
+            result = handler(data=command["data"], key=command["key"], failure=command.get("failure"), fresh=False)
     except BusinessError as exc:
         return build_reply(command, Outcome.BUSINESS, error=exc)
     except TransientError:
@@ -409,7 +409,7 @@ def _retry_action(saga: SagaInstance, definition: SagaDefinition, context: Conte
 def _resend(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
     message = saga.current_message
     step = definition.step(saga.current_step)
-    task = step.action if message["direction"] == Direction.ACTION else step.compensation
+    task = command_task(step, message["direction"])
     saga.resends += 1
     _log(saga, definition, step=saga.current_step, direction=message["direction"], attempt=saga.attempt,
          outcome=Outcome.RESENT, message_id=message["id"])

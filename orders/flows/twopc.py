@@ -1,18 +1,22 @@
 """ORDER_FLOW=2pc: the order flow as a two-phase commit across the service databases; the request coordinates.
 
-1. Authorize the card at the gateway before any transaction, as the atomic flow does (same gateway key).
-2. Each step runs in its service's branch: a transaction on that service's database, opened when the flow first
-   reaches the service, under a transaction id per order and branch (psycopg `tpc_begin`). Rows are locked in
-   the flow's order: the order (new rows only), stock by SKU, the wallet, the shipment. Every connection waits
+The steps are the order's one declared list (orders/steps.py), run as the atomic flow runs them, but each in its
+service's database:
+
+1. Take every step's hold outside any transaction (the card authorization), as the atomic flow does (same keys).
+2. Each step's action (a step with a hold: the hold's action) runs in its service's branch: a transaction on
+   that service's database, opened when the flow first reaches the service, under a transaction id per order
+   and branch (psycopg `tpc_begin`); the order is created first, in the orders branch. Rows are locked in the
+   steps' order: the order (new rows only), stock by SKU, the wallet, the shipment. Every connection waits
    at most TWOPC_LOCK_TIMEOUT_MS for a lock; past it the order is 503 `concurrency-conflict`, never a hang.
 3. Phase one: PREPARE TRANSACTION on every branch. A business failure before it, or a branch that fails to
    prepare, rolls every branch back (ROLLBACK PREPARED for those already prepared).
 4. The commit point: the decision is written and flushed in the coordinator log (twopc.services), on a
    connection of its own, before any branch commits.
-5. Phase two: COMMIT PREPARED on every branch; capture the card. A branch that cannot be committed now (its
-   database went away) stays prepared and recovery (`manage.py recover_2pc`) commits it from the log: the order
-   stands. A coordinator that dies between 3 and 4 leaves prepared branches with no decision: recovery rolls
-   them back once they are older than TWOPC_RECOVERY_GRACE_SECONDS (presumed abort).
+5. Phase two: COMMIT PREPARED on every branch; settle the holds (capture the card). A branch that cannot be
+   committed now (its database went away) stays prepared and recovery (`manage.py recover_2pc`) commits it from
+   the log: the order stands. A coordinator that dies between 3 and 4 leaves prepared branches with no
+   decision: recovery rolls them back once they are older than TWOPC_RECOVERY_GRACE_SECONDS (presumed abort).
 
 The branches are Django's own connections of each service's alias, inside an outermost atomic block each (so the
 services' `transaction.atomic(savepoint=False)` and `shop.db.fetch` run inside the branch unchanged); psycopg's
@@ -26,23 +30,21 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from inventory.services import stock_reserve
-from orders.flows.atomic import _authorize
+from orders.flows.atomic import _release, _take_holds, request_key
 from orders.models import Order
-from orders.services import PlaceOrder, order_confirm, order_create, order_priced
-from payments.gateway import Authorization
-from payments.services import payment_capture, payment_record, payment_void
-from shipping.services import shipment_schedule
+from orders.services import PlaceOrder, order_create, order_priced, order_total
+from orders.steps import ORDER_STEPS, Data, order_data
 from shop.db import retry_on_conflict
 from shop.errors import DependencyUnavailable, TransientError, database_unavailable_errors
 from shop.routers import service_alias
+from shop.steps import Step
 from twopc.models import Decision
 from twopc.services import GTRID_PREFIX, branch_xid, decision_record
 
@@ -65,74 +67,26 @@ class _Undecided(Exception):
     """Every branch prepared, and the decision may or may not have reached the log: recovery decides."""
 
 
-@dataclass
-class _Placement:
-    """What the steps share: the command, its authorization, and what the steps have made so far."""
-
-    command: PlaceOrder
-    authorization: Authorization
-    order: Order | None = None
-    confirmed_at: object = None
-    key: str = ""
-
-
-@dataclass(frozen=True)
-class _Step:
-    name: str
-    service: str
-    action: Callable[[_Placement], None]
-
-
-def _create(p: _Placement) -> None:
-    p.order = order_create(command=p.command, flow=FLOW)
-    p.key = f"order:{p.order.pk}"
-
-
-def _reserve(p: _Placement) -> None:
-    stock_reserve(order_id=p.order.pk, key=f"{p.key}:reserve", lines=p.command.lines, key_is_new=True)
-
-
-def _charge(p: _Placement) -> None:
-    payment_record(authorization=p.authorization, order_id=p.order.pk, customer_id=p.command.customer_id,
-                   key=f"{p.key}:charge")
-
-
-def _ship(p: _Placement) -> None:
-    shipment_schedule(order_id=p.order.pk, key=f"{p.key}:ship", address=p.command.shipping_address, key_is_new=True)
-
-
-def _confirm(p: _Placement) -> None:
-    p.confirmed_at = order_confirm(order_id=p.order.pk)
-
-
-# The flow's steps in lock order; each runs in the branch of its service's database.
-STEPS = (
-    _Step("create_order", "orders", _create),
-    _Step("reserve_stock", "inventory", _reserve),
-    _Step("charge_payment", "payments", _charge),
-    _Step("schedule_shipment", "shipping", _ship),
-    _Step("confirm_order", "orders", _confirm),
-)
-
-
-def place_order(command: PlaceOrder) -> Order:
-    command = order_priced(command=command)  # the amount authorized is the amount the order records
-    authorization = _authorize(command)
+def place_order(command: PlaceOrder, *, steps: tuple[Step, ...] = ORDER_STEPS) -> Order:
+    command = order_priced(command=command)  # the amount held is the amount the order records
+    data = order_data(command=command, amount_cents=order_total(command=command))
+    held = _take_holds(steps, data, key=request_key(command))
     try:
         # A lock wait past the timeout is answered at once (503 with Retry-After): retrying here would only hold
         # the client for several timeouts behind the same prepared branch.
-        order = retry_on_conflict(lambda: _place(command, authorization), attempts=1)
+        order = retry_on_conflict(lambda: _place(command, steps, data), attempts=1)
     except IntegrityError:
-        # Another attempt under the same Idempotency-Key placed its order first, with this very authorization.
+        # Another attempt under the same Idempotency-Key placed its order first, with these very holds.
         raise
     except _Undecided as undecided:
-        # The card stays held: if the decision was logged, the order stands and the hold is what it charges.
+        # The holds stay: if the decision was logged, the order stands and they are what it charges.
         raise DependencyUnavailable("The order's outcome is being resolved; retry with the same Idempotency-Key."
                                     ) from undecided.__cause__
     except BaseException:
-        payment_void(authorization=authorization)
+        _release(held, data)
         raise
-    payment_capture(authorization=authorization)
+    for hold in held:
+        hold.settle(data=data)
     return order
 
 
@@ -201,22 +155,27 @@ class _Transaction:
             branch.connection.close()
 
 
-def _place(command: PlaceOrder, authorization: Authorization) -> Order:
-    placement = _Placement(command=command, authorization=authorization)
+def _place(command: PlaceOrder, steps: tuple[Step, ...], asked: Data) -> Order:
     tx = _Transaction(gtrid=f"{GTRID_PREFIX}{uuid.uuid4().hex}")
+    order: Order | None = None
     with contextlib.ExitStack() as blocks:
         try:
-            for step in STEPS:
-                tx.branch(step.service, blocks)
-                step.action(placement)
+            # The steps without an action are this: the order, created PENDING in the orders service's branch.
+            tx.branch("orders", blocks)
+            order = order_create(command=command, flow=FLOW)
+            data = {"order_id": order.pk, **asked}
+            for step in steps:
+                action = step.action if step.hold is None else step.hold.action
+                if action is not None:
+                    tx.branch(step.service, blocks)
+                    result = action(data=data, key=f"order:{order.pk}:{step.name}", failure=None, fresh=True)
+                    data.update(result or {})
             tx.prepare()
         except BaseException:
             tx.rollback()
             if any(branch.prepared for branch in tx.branches.values()):
-                _log_abort(tx, placement)
+                _log_abort(tx, order)
             raise
-        order = placement.order
-        assert order is not None
         _crash_if("crash-after-prepare")
         try:
             decision_record(gtrid=tx.gtrid, decision=Decision.Outcome.COMMIT, branches=list(tx.branches),
@@ -227,15 +186,15 @@ def _place(command: PlaceOrder, authorization: Authorization) -> Order:
         _crash_if("crash-after-decision")
         tx.commit()
     order.status = Order.Status.CONFIRMED
-    order.finalized_at = order.updated_at = placement.confirmed_at
+    order.finalized_at = order.updated_at = datetime.fromisoformat(data["confirmed_at"])
     return order
 
 
-def _log_abort(tx: _Transaction, placement: _Placement) -> None:
+def _log_abort(tx: _Transaction, order: Order | None) -> None:
     # Only for the admin's sake (no decision already means abort), so a failure here changes nothing.
     try:
         decision_record(gtrid=tx.gtrid, decision=Decision.Outcome.ABORT, branches=list(tx.branches),
-                        order_id=placement.order.pk if placement.order else None)
+                        order_id=order.pk if order else None)
     except Exception:
         logger.warning("2pc %s: could not log the abort", tx.gtrid, exc_info=True)
 
