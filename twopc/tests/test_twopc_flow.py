@@ -322,3 +322,37 @@ def test_recovery_forgets_old_decisions_but_not_recent_ones(make_product, make_c
     recover()
 
     assert list(Decision.objects.values_list("gtrid", flat=True)) == [recent.gtrid]
+
+
+def test_the_2pc_flow_runs_an_added_step(make_product, make_customer, settings):
+    """The step list with one step more (sagas/tests/receipt.py): it runs in the payments branch, committed with
+    the others, and rolled back with them when a later step fails."""
+    from django.conf import settings as django_settings
+
+    from orders.flows import twopc
+    from orders.services import PlaceOrder
+    from sagas.tests import receipt
+    from shop.errors import Undeliverable
+    from shop.testing import ADDRESS
+
+    for alias in django_settings.DATABASES:
+        receipt.table_create(alias)
+    try:
+        make_product(sku="SKU-A", stock=5, price_cents=1000)
+        customer = make_customer(balance_cents=100_000)
+
+        def command(country: str) -> PlaceOrder:
+            return PlaceOrder(customer_id=customer.pk, lines=[("SKU-A", 1)], payment_token="tok_ok",
+                              shipping_address={**ADDRESS, "country": country})
+
+        confirmed = twopc.place_order(command("GB"), steps=receipt.STEPS)
+        with pytest.raises(Undeliverable):
+            twopc.place_order(command("XX"), steps=receipt.STEPS)
+
+        reference = Payment.objects.get(order_id=confirmed.pk).gateway_reference
+        assert receipt.receipts(confirmed.pk) == [(reference, "sent")]
+        assert Order.objects.count() == 1  # the failed order rolled back on every database, its receipt too
+        assert in_doubt_branches() == []
+    finally:
+        for alias in django_settings.DATABASES:
+            receipt.table_drop(alias)
