@@ -21,6 +21,7 @@ from shipping.models import Shipment
 from shop.testing import all_at_once, order_body
 from twopc.models import Decision
 from twopc.recovery import in_doubt_branches, recover
+from twopc.tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.twopc, pytest.mark.django_db(transaction=True, databases="__all__")]
 
@@ -263,7 +264,6 @@ def test_the_recovery_process_resolves_branches_by_itself(make_product, make_cus
     import sys
 
     from shop.testing import wait_until
-    from twopc.tests.conftest import REPO_ROOT
 
     make_product(sku="SKU-A", stock=5, price_cents=1000)
     customer = make_customer(balance_cents=10_000)
@@ -356,3 +356,51 @@ def test_the_2pc_flow_runs_an_added_step(make_product, make_customer, settings):
     finally:
         for alias in django_settings.DATABASES:
             receipt.table_drop(alias)
+
+
+def test_prepared_branches_outlive_a_postgresql_restart_and_recovery_commits_them(make_product, make_customer,
+                                                                                  web):
+    from runtime import embedded
+
+    if embedded.running_database_url() is None:
+        pytest.skip("restarts the embedded PostgreSQL; this run uses a server of its own")
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+    _crash(web, customer, fault="crash-after-decision", key=uuid.uuid4().hex)
+    assert len(in_doubt_branches()) == len(PARTICIPANTS)
+
+    connections.close_all()
+    # In a process of its own, as an operator would restart it (and so the server's handle is not this one's).
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", "from runtime import embedded; embedded.stop_postgres(); "
+                    "embedded.start_postgres()"], cwd=REPO_ROOT, check=True, timeout=120, capture_output=True)
+
+    # PREPARE TRANSACTION wrote each branch to disk: the restart kept them, with their locks, and the decision.
+    branches = in_doubt_branches()
+    assert sorted(b.alias for b in branches) == sorted(PARTICIPANTS)
+    assert {b.decision for b in branches} == {"commit"}
+    recover(grace_seconds=0)
+    assert in_doubt_branches() == []
+    assert Order.objects.get().status == Order.Status.CONFIRMED
+    assert _audit_failures() == []
+
+
+def test_a_decision_log_connection_that_died_is_replaced(make_product, make_customer, client_for):
+    from twopc import services
+
+    make_product(sku="SKU-A", stock=5)
+    customer = make_customer()
+    client = client_for(customer)
+    assert client.post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json").status_code == 201
+    log_pid = services._log.connection.connection.info.backend_pid
+    with connections["orders"].cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [log_pid])
+
+    response = client.post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json")
+
+    assert response.status_code == 201, response.content
+    assert services._log.connection.connection.info.backend_pid != log_pid
+    assert Decision.objects.filter(decision="commit").count() == 2
+    assert in_doubt_branches() == []
