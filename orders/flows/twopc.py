@@ -140,8 +140,12 @@ class _Transaction:
                 branch.connection.close()
 
     def commit(self) -> None:
+        fault = settings.TWOPC_FAULT
         for branch in self.branches.values():
             try:
+                if fault.startswith("lose-branch:") and service_alias(fault.split(":", 1)[1]) == branch.alias:
+                    # The branch's connection is gone before its COMMIT PREPARED (its database restarting, say).
+                    branch.connection.connection.close()
                 branch.connection.connection.tpc_commit()
             except Exception:
                 # Decided: the branch stays prepared and recovery commits it.

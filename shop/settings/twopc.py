@@ -23,9 +23,11 @@ TWOPC_LOG_RETENTION_HOURS = env.get_float("TWOPC_LOG_RETENTION_HOURS", 24.0, min
 TWOPC_MAX_PREPARED_AGE_SECONDS = env.get_float("TWOPC_MAX_PREPARED_AGE_SECONDS", 60.0, minimum=1.0)
 # Fault injection (tests, chaos): `crash-after-prepare` (the coordinator dies with every branch prepared and no
 # decision: recovery rolls back), `crash-after-decision` (dies with the commit decision logged and no branch
-# committed: recovery commits), `fail-prepare:<service>` (that service's PREPARE TRANSACTION fails for real).
+# committed: recovery commits), `fail-prepare:<service>` (that service's PREPARE TRANSACTION fails for real),
+# `lose-branch:<service>` (that branch's connection closes after the decision, before its COMMIT PREPARED).
 TWOPC_FAULT = env.get_str("TWOPC_FAULT")
-_FAULTS = ("crash-after-prepare", "crash-after-decision", *(f"fail-prepare:{s}" for s in env.SERVICES))
+_FAULTS = ("crash-after-prepare", "crash-after-decision", *(f"fail-prepare:{s}" for s in env.SERVICES),
+           *(f"lose-branch:{s}" for s in env.SERVICES))
 if TWOPC_FAULT and TWOPC_FAULT not in _FAULTS:
     raise ImproperlyConfigured(f"TWOPC_FAULT={TWOPC_FAULT!r} is not one of {', '.join(_FAULTS)}")
 

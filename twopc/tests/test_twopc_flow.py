@@ -358,6 +358,7 @@ def test_the_2pc_flow_runs_an_added_step(make_product, make_customer, settings):
             receipt.table_drop(alias)
 
 
+@pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR")  # the embedded server's package, finding no runtime dir
 def test_prepared_branches_outlive_a_postgresql_restart_and_recovery_commits_them(make_product, make_customer,
                                                                                   web):
     from runtime import embedded
@@ -404,3 +405,30 @@ def test_a_decision_log_connection_that_died_is_replaced(make_product, make_cust
     assert services._log.connection.connection.info.backend_pid != log_pid
     assert Decision.objects.filter(decision="commit").count() == 2
     assert in_doubt_branches() == []
+
+
+def test_a_branch_lost_after_the_decision_is_committed_by_recovery(make_product, make_customer, client_for,
+                                                                   settings):
+    settings.TWOPC_FAULT = "lose-branch:inventory"
+    make_product(sku="SKU-A", stock=5, price_cents=1000)
+    customer = make_customer(balance_cents=10_000)
+
+    response = client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 2)]), format="json")
+
+    # Decided: the order stands, and its answer says so, though one database has not committed its part yet.
+    assert response.status_code == 201, response.content
+    order_id = response.json()["id"]
+    [branch] = in_doubt_branches()
+    assert (branch.alias, branch.decision) == ("inventory", "commit")
+    assert Reservation.objects.filter(order_id=order_id).count() == 0
+    assert any("lacks reservation" in line for line in _audit_failures())
+
+    recover(grace_seconds=0)
+
+    assert in_doubt_branches() == []
+    assert Reservation.objects.get(order_id=order_id).status == Reservation.Status.HELD
+    assert Product.objects.get(sku="SKU-A").on_hand == 3
+    assert _audit_failures() == []
+    settings.TWOPC_FAULT = ""
+    # The lost connection was dropped: the next order gets a fresh one.
+    assert client_for(customer).post("/api/v1/orders", order_body([("SKU-A", 1)]), format="json").status_code == 201
