@@ -95,6 +95,8 @@ class _Branch:
     alias: str
     connection: BaseDatabaseWrapper
     prepared: bool = False
+    # Its PREPARE failed, which ends the transaction on the server: nothing is left to roll back.
+    refused: bool = False
 
 
 @dataclass
@@ -123,6 +125,7 @@ class _Transaction:
                         branch.connection.connection.execute("LISTEN twopc_fault")
                     branch.connection.connection.tpc_prepare()
             except DatabaseError as exc:
+                branch.refused = True
                 if isinstance(exc, database_unavailable_errors()):
                     raise  # the database went away: 503 dependency-unavailable
                 raise PrepareFailed(f"The {branch.alias} database refused to prepare: {exc}") from exc
@@ -132,6 +135,10 @@ class _Transaction:
         """Roll every branch back; one that cannot be reached is dropped (not prepared: its server rolls it back;
         prepared: recovery does, since there is no commit decision)."""
         for branch in self.branches.values():
+            if branch.refused:
+                # psycopg still counts it as prepared; a fresh connection serves the next request.
+                branch.connection.close()
+                continue
             try:
                 branch.connection.connection.tpc_rollback()
             except Exception:
