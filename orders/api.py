@@ -19,6 +19,7 @@ from orders.selectors import order_get_by_request_key, order_get_for_customer, o
 from orders.serializers import OrderCreateSerializer, OrderSerializer
 from orders.services import PlaceOrder
 from shop.db import is_connection_exhausted
+from shop.logs import log_context_add
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, description="Makes a retried POST safe (1-255 chars)."
@@ -63,6 +64,7 @@ class OrderListCreateApi(ListAPIView):
         )
         # The order comes back as placed (or as found, for a repeat), lines included: nothing is read again.
         order = _place_once(command, earlier_attempt=claim is not None and claim.resumed)
+        log_context_add(order_id=order.pk)
         body = OrderSerializer(order).data
         if flow_is_synchronous():
             return Response(body, status=status.HTTP_201_CREATED)

@@ -6,10 +6,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from inventory.api import ProductListApi
 from orders.api import OrderDetailApi, OrderListCreateApi
 from payments.api import WalletApi
-from shop.api import TokenApi
+from shop.api import TokenApi, TokenRevokeApi
 
 api_v1 = [
     path("auth/token", TokenApi.as_view(), name="auth-token"),
+    path("auth/token/revoke", TokenRevokeApi.as_view(), name="auth-token-revoke"),
     path("products", ProductListApi.as_view(), name="product-list"),
     path("wallet", WalletApi.as_view(), name="wallet"),
     path("orders", OrderListCreateApi.as_view(), name="order-list"),
@@ -25,5 +26,6 @@ urlpatterns = [
 if settings.BENCH_ENDPOINT:
     urlpatterns.append(path("api/bench/", include("benchmarks.urls")))
 
+handler400 = "shop.problems.bad_request"
 handler404 = "shop.problems.not_found"
 handler500 = "shop.problems.server_error"
