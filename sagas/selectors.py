@@ -42,6 +42,12 @@ def sagas_overdue() -> list[SagaInstance]:
     )
 
 
+def saga_for_order(*, order_id: int) -> SagaInstance | None:
+    """The order's saga (the newest, should there ever be more than one)."""
+    return (SagaInstance.objects.using(_saga_alias()).filter(saga_type="order", data__order_id=order_id)
+            .order_by("-created_at").first())
+
+
 def saga_states_by_order() -> dict[int, str]:
     return {
         data["order_id"]: state
