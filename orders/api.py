@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -22,7 +23,10 @@ from shop.db import is_connection_exhausted
 from shop.logs import log_context_add
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, description="Makes a retried POST safe (1-255 chars)."
+    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]{1,255}$"},
+    OpenApiParameter.HEADER, required=settings.IDEMPOTENCY_KEY_REQUIRED,
+    description="Makes a retried POST safe: 1-255 printable ASCII characters, a fresh one per order (DESIGN.md "
+                "section 5). A repeat with the same key and body is answered with the first response.",
 )
 
 
