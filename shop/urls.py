@@ -7,6 +7,7 @@ from inventory.api import ProductListApi
 from orders.api import OrderDetailApi, OrderListCreateApi
 from payments.api import WalletApi
 from shop.api import TokenApi, TokenRevokeApi
+from shop.views import landing
 
 api_v1 = [
     path("auth/token", TokenApi.as_view(), name="auth-token"),
@@ -18,6 +19,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -77,3 +77,4 @@ def test_a_host_not_allowed_is_a_problem_naming_allowed_hosts():
     response = APIClient().get("/api/v1/products", HTTP_HOST="attacker.example")
     body = _problem(response, 400, "bad_host")
     assert "ALLOWED_HOSTS" in body["detail"] and "attacker.example" in body["detail"]
+
