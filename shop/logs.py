@@ -56,6 +56,15 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class WithoutTraceback(logging.Filter):
+    """For loggers whose every record is an expected client error (a Host not allowed: Django logs each with
+    its traceback, and scanners send thousands): the one line, without the stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the context fields, and the traceback if any."""
 

@@ -66,12 +66,14 @@ LOG_FORMAT = env.get_choice("LOG_FORMAT", "json" if PRODUCTION else "plain", ("j
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "shop.logs.ContextFilter"}},
+    "filters": {"context": {"()": "shop.logs.ContextFilter"},
+                "without_traceback": {"()": "shop.logs.WithoutTraceback"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "shop.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {"django.db.backends": {"level": "INFO"},
+                "django.security.DisallowedHost": {"filters": ["without_traceback"]}},
 }

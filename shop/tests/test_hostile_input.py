@@ -73,8 +73,11 @@ def test_a_lone_surrogate_in_a_login_is_a_validation_error():
              "validation_error")
 
 
-def test_a_host_not_allowed_is_a_problem_naming_allowed_hosts():
+def test_a_host_not_allowed_is_a_problem_naming_allowed_hosts_logged_without_traceback(caplog):
     response = APIClient().get("/api/v1/products", HTTP_HOST="attacker.example")
     body = _problem(response, 400, "bad_host")
     assert "ALLOWED_HOSTS" in body["detail"] and "attacker.example" in body["detail"]
+    records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert len(records) == 1 and "Invalid HTTP_HOST header" in records[0].getMessage()
+    assert records[0].exc_info is None
 
