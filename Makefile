@@ -13,25 +13,25 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) -m shop.launcher run
+	$(PY) -m runtime.launcher run
 
 # The whole suite on one database, then the saga suite again with a database per service
 # (pytest's exit 5, "no test selected", is fine there when ARGS picks no saga test).
 test: $(VENV)/.installed
-	$(PY) -m shop.launcher test $(ARGS)
-	SHOP_DB_PER_SERVICE=1 $(PY) -m shop.launcher test -m saga $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	$(PY) -m runtime.launcher test $(ARGS)
+	SHOP_DB_PER_SERVICE=1 $(PY) -m runtime.launcher test -m saga $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 audit: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) manage.py audit
+	$(PY) -m runtime.launcher exec -- $(PY) manage.py audit
 
 seed: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) manage.py seed $(ARGS)
+	$(PY) -m runtime.launcher exec -- $(PY) manage.py seed $(ARGS)
 
 shell: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) manage.py shell
+	$(PY) -m runtime.launcher exec -- $(PY) manage.py shell
 
 # Load-test each order flow in turn and write reports/<timestamp>/report.{md,html} (loadtests/compare.py).
 # e.g. make compare MODES=atomic USERS=10 DURATION=20s ARGS="--mix tok_decline=0.1 --processes"
@@ -49,7 +49,7 @@ bench: $(VENV)/.installed
 
 # Saga mode on its own database: POST-to-final latency, completed sagas/s, relay drain vs bare publish.
 bench-saga: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) -m sagas.bench $(ARGS)
+	$(PY) -m runtime.launcher exec -- $(PY) -m loadtests.saga_bench $(ARGS)
 
 # The fault matrix (loadtests/chaos): kills, restarts and outages under load, one verdict line per scenario,
 # exit 1 if any falls short. Runs on its own embedded PostgreSQL and Redis in .data/chaos (started, restarted
@@ -62,7 +62,7 @@ chaos: $(VENV)/.installed
 # Schemathesis against the live schema, atomic then saga, on a database of its own (loadtests/schema_fuzz.py);
 # exits 1 on any 5xx or answer the schema does not describe. About a minute. EXAMPLES= per operation.
 schema-fuzz: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) -m loadtests.schema_fuzz$(if $(EXAMPLES), --examples $(EXAMPLES)) $(ARGS)
+	$(PY) -m runtime.launcher exec -- $(PY) -m loadtests.schema_fuzz$(if $(EXAMPLES), --examples $(EXAMPLES)) $(ARGS)
 
 clean-data:
 	rm -rf .data

@@ -1,10 +1,10 @@
 """Schemathesis against the live shop, in each order flow: any 5xx or any answer the schema does not describe
 fails the run.
 
-    python -m shop.launcher exec -- python -m loadtests.schema_fuzz [--modes atomic,saga] [--examples 15]
+    python -m runtime.launcher exec -- python -m loadtests.schema_fuzz [--modes atomic,saga] [--examples 15]
 
 For each mode, on one fresh database (migrated and seeded) and an empty Redis database index: the mode's
-processes as `make run` starts them (gunicorn with shop.gunicorn_config, and in saga mode the workers, relay
+processes as `make run` starts them (gunicorn with runtime.gunicorn_config, and in saga mode the workers, relay
 and sweeper), then `st run` on /api/schema/ with a seeded customer's token, every check but one:
 `positive_data_acceptance`, which expects any body the schema allows to succeed, while an order for an SKU
 that does not exist (a random string is one) is rightly a 400 that no schema can rule out. Two things are left
@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtests.compare import Processes, empty_redis_database, free_port, run_checked, wait_until_ready
-from shop import pgadmin
+from runtime import REPO_ROOT, pgadmin
+from runtime.launcher import process_commands
 from shop.env import ORDER_FLOWS
-from shop.launcher import REPO_ROOT, process_commands
 
 PYTHON = sys.executable
 SKIPPED_CHECKS = "positive_data_acceptance"

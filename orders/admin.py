@@ -4,9 +4,10 @@ from django.utils.html import format_html
 
 from inventory.selectors import reservation_for_order
 from orders.models import Order, OrderLine
+from orders.sagas import ORDER_SAGA
 from payments.selectors import payment_for_order
 from sagas.admin import step_name
-from sagas.selectors import saga_for_order
+from sagas.selectors import saga_find
 from shipping.selectors import shipment_for_order
 from shop.admin import ReadOnlyAdmin
 
@@ -46,7 +47,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Saga")
     def saga(self, order: Order) -> str:
-        saga = saga_for_order(order_id=order.pk)
+        saga = saga_find(saga_type=ORDER_SAGA.name, key="order_id", value=order.pk)
         if saga is None:
             return "-" if order.flow != "saga" else "not started"
         return format_html('<a href="{}">{}</a> ({}, step {})', reverse("admin:sagas_sagainstance_change",

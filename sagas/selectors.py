@@ -10,6 +10,10 @@ from sagas.models import SagaInstance
 from sagas.outbox import outbox_backlog
 from shop.routers import service_alias
 
+# The states a reader outside the engine compares with (the audit), without the model.
+SagaState = SagaInstance.State
+SAGA_ACTIVE_STATES = frozenset(SagaInstance.ACTIVE)
+
 
 def _saga_alias() -> str:
     return service_alias("orders")
@@ -42,15 +46,17 @@ def sagas_overdue() -> list[SagaInstance]:
     )
 
 
-def saga_for_order(*, order_id: int) -> SagaInstance | None:
-    """The order's saga (the newest, should there ever be more than one)."""
-    return (SagaInstance.objects.using(_saga_alias()).filter(saga_type="order", data__order_id=order_id)
+def saga_find(*, saga_type: str, key: str, value: object) -> SagaInstance | None:
+    """The saga of `saga_type` whose data holds `value` under `key` (the newest, should there be more)."""
+    return (SagaInstance.objects.using(_saga_alias()).filter(saga_type=saga_type, **{f"data__{key}": value})
             .order_by("-created_at").first())
 
 
-def saga_states_by_order() -> dict[int, str]:
+def saga_states_by_key(*, saga_type: str, key: str) -> dict[int, str]:
+    """State of every saga of `saga_type`, by the value its data holds under `key` (the id of what it is about:
+    the engine knows no service, so the caller names both)."""
     return {
-        data["order_id"]: state
-        for data, state in SagaInstance.objects.using(_saga_alias()).filter(saga_type="order")
+        data[key]: state
+        for data, state in SagaInstance.objects.using(_saga_alias()).filter(saga_type=saga_type)
         .values_list("data", "state")
     }

@@ -17,9 +17,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.exceptions import Throttled
 
 from shop.redis import get_redis
 
@@ -30,7 +29,7 @@ def token_expires_at(*, token: Token) -> datetime | None:
     return token.created + timedelta(hours=settings.API_TOKEN_TTL_HOURS)
 
 
-def _expired(token: Token) -> bool:
+def token_expired(*, token: Token) -> bool:
     expires_at = token_expires_at(token=token)
     return expires_at is not None and expires_at <= timezone.now()
 
@@ -39,7 +38,7 @@ def token_issue(*, user: AbstractBaseUser) -> Token:
     """The user's valid token: the current one, or a new one in place of one that expired."""
     with transaction.atomic():
         token = Token.objects.select_for_update().filter(user=user).first()
-        if token is not None and not _expired(token):
+        if token is not None and not token_expired(token=token):
             return token
         if token is not None:
             token.delete()
@@ -49,14 +48,6 @@ def token_issue(*, user: AbstractBaseUser) -> Token:
 def token_revoke(*, user: AbstractBaseUser) -> None:
     """The user's token stops working at once; the next login issues a new one."""
     Token.objects.filter(user=user).delete()
-
-
-class ExpiringTokenAuthentication(TokenAuthentication):
-    def authenticate_credentials(self, key: str):  # type: ignore[no-untyped-def]
-        user, token = super().authenticate_credentials(key)
-        if _expired(token):
-            raise AuthenticationFailed("Token has expired; log in again for a new one.")
-        return user, token
 
 
 def _keys(*, address: str, username: str) -> list[str]:

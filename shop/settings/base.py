@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "sagas",
     "idempotency",
     "benchmarks",
+    "operations",
 ]
 
 MIDDLEWARE = [
@@ -73,7 +74,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("MAX_REQUEST_BYTES", 64 * 1024, minimu
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "shop.auth.ExpiringTokenAuthentication",
+        "shop.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,4 +1,4 @@
-"""The web process as `make run` starts it (gunicorn, shop.gunicorn_config): what gunicorn answers itself is
+"""The web process as `make run` starts it (gunicorn, runtime.gunicorn_config): what gunicorn answers itself is
 problem+json too, and it leaves no control socket in a per-user global path."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shop.launcher import REPO_ROOT, process_commands
+from runtime import REPO_ROOT
+from runtime.launcher import process_commands
 from shop.tests.outages import free_port
 
 

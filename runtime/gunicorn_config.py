@@ -1,4 +1,4 @@
-"""gunicorn's settings for the shop's web process: `python -m gunicorn -c python:shop.gunicorn_config ...`.
+"""gunicorn's settings for the shop's web process: `python -m gunicorn -c python:runtime.gunicorn_config ...`.
 
 gunicorn answers some requests itself, before Django sees them: a header line over `limit_request_field_size`
 (431), too many headers, a malformed request line (400), ... Its answers are HTML and it offers no setting or

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.launcher import REPO_ROOT
 from shop.backoff import Backoff, FailureLog
-from shop.launcher import REPO_ROOT
 from shop.testing import wait_until
 from shop.tests.outages import alive, read_text
 
@@ -23,7 +23,7 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 # A child with a child of its own in its process group, as gunicorn and Celery have.
 PARENT = ["sh", "-c", "sleep 600 & echo \"grandchild $!\"; wait"]
 SUPERVISOR = ("import json, sys\n"
-              "from shop.launcher import supervise\n"
+              "from runtime.supervisor import supervise\n"
               "sys.exit(supervise(json.loads(sys.argv[1]), backoff_initial=0.4, backoff_cap=3.0))")
 
 
@@ -142,7 +142,7 @@ def test_failure_log_reports_once_per_period_and_the_recovery(caplog):
 def test_run_with_a_bad_setting_says_so_in_one_line_before_starting_anything(tmp_path, env, named):
     # DATABASE_URL / REDIS_URL unset: the launcher would start the embedded servers first, were it to start.
     environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    result = subprocess.run([sys.executable, "-m", "shop.launcher", "run", "--port", "1"], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "runtime.launcher", "run", "--port", "1"], cwd=REPO_ROOT,
                             env={**environ, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     output = (result.stdout + result.stderr).strip().splitlines()
