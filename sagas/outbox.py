@@ -38,6 +38,8 @@ from shop.errors import broker_unavailable_errors, database_unavailable_errors
 logger = logging.getLogger(__name__)
 
 CHANNEL = "sagas_outbox"
+# RabbitMQ: a publish whose confirm has not come by then fails its batch (published again later).
+CONFIRM_TIMEOUT_SECONDS = 10.0
 RECHECK_SECONDS = 0.05
 CLAIM_SQL = """
 UPDATE sagas_outboxmessage SET published_at = now(), publish_count = publish_count + 1
@@ -138,7 +140,7 @@ class Relay:
                                                                   reply_to=self.app.thread_oid, ignore_result=None)
         producer.publish(body, exchange="", routing_key=queue, serializer="json", compression=None, retry=False,
                          delivery_mode=self.delivery_mode, declare=[self._queue(queue)], headers=headers,
-                         **properties)
+                         confirm_timeout=CONFIRM_TIMEOUT_SECONDS, **properties)
 
     def _queue(self, name: str) -> Queue:
         # Declared once per connection (kombu remembers it): on RabbitMQ a message routed to a queue nobody

@@ -1,5 +1,6 @@
 """The relay publishes what `app.send_task` would: a worker cannot tell the two apart. On the real broker of
-the run (Redis, or RabbitMQ in the RabbitMQ pass)."""
+the run (Redis, or RabbitMQ in the RabbitMQ pass); the test plays the relay (`no_processes`: no other relay
+takes its rows)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _outbox(count: int) -> list[OutboxMessage]:
                       available_at=now) for _ in range(count)])
 
 
-def test_a_batch_is_published_to_its_queue_with_the_message_ids_as_task_ids_and_marked(queue):
+def test_a_batch_is_published_to_its_queue_with_the_message_ids_as_task_ids_and_marked(no_processes, queue):
     rows = _outbox(25)
     relay = Relay(using="default", batch_size=10)
     try:
@@ -99,7 +100,7 @@ def test_a_batch_is_published_to_its_queue_with_the_message_ids_as_task_ids_and_
     assert set(OutboxMessage.objects.values_list("publish_count", flat=True)) == {1}
 
 
-def test_publish_twice_delivers_every_message_two_times(queue, settings):
+def test_publish_twice_delivers_every_message_two_times(no_processes, queue, settings):
     settings.OUTBOX_RELAY_FAULT = "publish-twice"
     rows = _outbox(5)
     relay = Relay(using="default")
@@ -113,7 +114,7 @@ def test_publish_twice_delivers_every_message_two_times(queue, settings):
     assert sorted(ids) == sorted(2 * [str(r.message_id) for r in rows])
 
 
-def test_a_batch_the_broker_did_not_take_is_not_marked(queue, settings):
+def test_a_batch_the_broker_did_not_take_is_not_marked(no_processes, queue, settings):
     """The broker unreachable at publish: the claim rolls back, the rows stay pending for the next try."""
     _outbox(3)
     relay = Relay(using="default")
