@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "sagas",
     "idempotency",
     "benchmarks",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
