@@ -31,6 +31,7 @@ from django.db.models import Min
 from django.utils import timezone
 from kombu import Producer, Queue
 
+from monitoring import metrics
 from sagas.models import OutboxMessage
 from shop.backoff import Survivor
 from shop.errors import broker_unavailable_errors, database_unavailable_errors
@@ -38,6 +39,7 @@ from shop.errors import broker_unavailable_errors, database_unavailable_errors
 logger = logging.getLogger(__name__)
 
 CHANNEL = "sagas_outbox"
+METRICS_FLUSH_SECONDS = 1.0
 # RabbitMQ: a publish whose confirm has not come by then fails its batch (published again later).
 CONFIRM_TIMEOUT_SECONDS = 10.0
 RECHECK_SECONDS = 0.05
@@ -95,6 +97,7 @@ class Relay:
         self._producer: Producer | None = None
         self._listener: psycopg.Connection | None = None
         self._queues: dict[str, Queue] = {}
+        self._uncounted, self._counted_at = 0, 0.0
         # Persistent, as Celery sends tasks (kombu maps "persistent" / "transient" to 2 / 1).
         self.delivery_mode = app.conf.task_default_delivery_mode
 
@@ -129,7 +132,16 @@ class Relay:
                         self.publish(producer, task=task, task_id=str(message_id), payload=payload, queue=queue)
             self._fault("crash-after-publish")
         self.published += len(batch)
+        self._count_published(len(batch))
         return len(batch)
+
+    def _count_published(self, count: int) -> None:
+        """Add to /metrics' relay count (in Redis) at most once a second, not once a batch."""
+        self._uncounted += count
+        now = time.monotonic()
+        if self._uncounted and now - self._counted_at >= METRICS_FLUSH_SECONDS:
+            metrics.count("relay_published", self._uncounted, database=self.using)
+            self._uncounted, self._counted_at = 0, now
 
     def publish(self, producer: Producer, *, task: str, task_id: str, payload: dict, queue: str) -> None:
         """Publish one task message exactly as `app.send_task(task, args=[payload], queue=queue,
@@ -202,6 +214,8 @@ class Relay:
         while not self.stop_event.is_set():
             published = self.drain()
             survivor.succeeded()
+            if not published:
+                self._count_published(0)
             now = time.monotonic()
             # While busy, NOTIFYs keep the relay awake; look for delayed messages only when idle or every
             # RECHECK_SECONDS, which saves a query per wake-up.

@@ -104,21 +104,14 @@ def _first_time_seed() -> None:
     manage("seed")
 
 
-def process_commands(host: str, port: int, *, flow: str, per_service_workers: bool = False) -> dict[str, list[str]]:
-    """The long-running processes of order flow `flow`, by name.
+def process_commands(host: str, port: int, *, flow: str, per_service_workers: bool = False,
+                     flower: bool = False) -> dict[str, list[str]]:
+    """The long-running processes of order flow `flow`, by name (sagas.processes has the list)."""
+    from sagas.processes import process_commands as commands
+    from shop.env import service_database_urls
 
-    The flow is an argument rather than read from settings so a driver (loadtests.compare) can build the
-    commands for each mode in turn without setting Django up in its own process."""
-    commands = {
-        "web": [PYTHON, "-m", "gunicorn", "shop.wsgi:application", "--bind", f"{host}:{port}",
-                "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--access-logfile", "-",
-                "--graceful-timeout", "5"],
-    }
-    if flow == "saga":
-        from sagas.processes import saga_process_commands
-
-        commands.update(saga_process_commands(PYTHON, per_service_workers=per_service_workers))
-    return commands
+    return commands(PYTHON, host, port, flow=flow, per_service_workers=per_service_workers, flower=flower,
+                    service_urls=service_database_urls())
 
 
 @dataclasses.dataclass
@@ -238,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  A process that dies is restarted; Ctrl-C stops everything.\n",
             flush=True,
         )
-        return supervise(process_commands(args.host, args.port, flow=settings.ORDER_FLOW))
+        return supervise(process_commands(args.host, args.port, flow=settings.ORDER_FLOW, flower=args.flower))
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -262,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     run.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", "admin"))
+    run.add_argument("--flower", action="store_true", default=os.environ.get("FLOWER") == "1",
+                     help="also run Flower (Celery's monitor) on 127.0.0.1:5555")
     run.set_defaults(func=cmd_run)
     test = sub.add_parser("test", help="run pytest with the services up")
     test.add_argument("rest", nargs=argparse.REMAINDER)
