@@ -82,8 +82,17 @@ def process_commands(python: str, host: str, port: int | str, *, flow: str, per_
         commands.update(saga_process_commands(python, per_service_workers=per_service_workers,
                                               service_urls=service_urls))
     if flower:
+        for name, argv in commands.items():
+            if name.startswith("worker"):
+                commands[name] = monitored(argv)
         commands["flower"] = flower_command(python)
     return commands
+
+
+def monitored(worker: list[str]) -> list[str]:
+    """A worker command that Flower can watch: heartbeats (Flower lists the workers it hears from) and task
+    events. Only with Flower: each costs broker messages (a heartbeat every 2 s, an event per task state)."""
+    return [arg for arg in worker if arg != "--without-heartbeat"] + ["--task-events"]
 
 
 def saga_process_commands(python: str, *, per_service_workers: bool = False, concurrency: int = 4,

@@ -54,4 +54,37 @@ def test_the_launcher_runs_the_same_list_and_flower_on_request(monkeypatch) -> N
     assert commands["flower"] == [PYTHON, "-m", "celery", "-A", "shop", "flower", "--address=127.0.0.1",
                                   "--port=5555"]
     assert "python:monitoring.gunicorn" in commands["web"]
+    assert all("--task-events" in commands[name] and "--without-heartbeat" not in commands[name]
+               for name in ("worker-replies", "worker-commands"))
     assert list(process_commands("127.0.0.1", 8000, flow="atomic")) == ["web"]
+
+
+@pytest.mark.saga
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_flower_serves_and_sees_the_workers(no_processes) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import sys
+    import urllib.request
+
+    from sagas.processes import flower_command, monitored, worker_command
+    from sagas.tests.test_processes import free_port
+    from shop.testing import wait_until
+
+    port = free_port()
+    no_processes.start("worker-flower", monitored(worker_command(sys.executable, ("sagas",), "flowertest", 1)))
+    no_processes.start("flower", flower_command(sys.executable, port=port))
+
+    def workers() -> list[str]:
+        # The dashboard's own data (Flower's /api needs credentials, or FLOWER_UNAUTHENTICATED_API).
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/workers?json=1&refresh=1", timeout=10) as response:
+                return [worker.get("hostname", "") for worker in json.loads(response.read())["data"]]
+        except OSError:
+            return []
+
+    try:
+        assert wait_until(lambda: any(name.startswith("flowertest@") for name in workers()), timeout=90,
+                          interval=1), no_processes.logs()
+    finally:
+        no_processes.stop("flower")
+        no_processes.stop("worker-flower")
