@@ -13,37 +13,37 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) -m shop.launcher run
+	$(PY) -m runtime.launcher run
 
 # The whole suite on one database, then the saga suite again with a database per service
 # (pytest's exit 5, "no test selected", is fine there when ARGS picks no saga test).
 # Then the RabbitMQ pass (test-rabbitmq).
 test: $(VENV)/.installed
-	$(PY) -m shop.launcher test $(ARGS)
-	SHOP_DB_PER_SERVICE=1 $(PY) -m shop.launcher test -m saga $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	$(PY) -m runtime.launcher test $(ARGS)
+	SHOP_DB_PER_SERVICE=1 $(PY) -m runtime.launcher test -m saga $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 	$(MAKE) --no-print-directory test-rabbitmq
 
 # The saga tests that concern the broker, with RabbitMQ as the broker (CELERY_BROKER_URL=amqp://...) on a vhost
-# of their own, created and removed by shop/rabbitmq.py: the order saga end to end, the relay, the crash and
+# of their own, created and removed by runtime/rabbitmq.py: the order saga end to end, the relay, the crash and
 # redelivery tests, the RabbitMQ tests. Skipped, saying so, when nothing answers on RABBITMQ_URL
 # (default amqp://guest:guest@127.0.0.1:5672). RABBITMQ_TESTS=sagas/tests runs the whole saga suite there.
 RABBITMQ_TESTS ?= sagas/tests/test_rabbitmq.py sagas/tests/test_relay.py sagas/tests/test_order_saga.py \
 	sagas/tests/test_crashes.py
 test-rabbitmq: $(VENV)/.installed
-	$(PY) -m shop.rabbitmq -- $(PY) -m shop.launcher test -m saga $(RABBITMQ_TESTS) $(ARGS); rc=$$?; \
+	$(PY) -m runtime.rabbitmq -- $(PY) -m runtime.launcher test -m saga $(RABBITMQ_TESTS) $(ARGS); rc=$$?; \
 		[ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 audit: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) manage.py audit
+	$(PY) -m runtime.launcher exec -- $(PY) manage.py audit
 
 seed: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) manage.py seed $(ARGS)
+	$(PY) -m runtime.launcher exec -- $(PY) manage.py seed $(ARGS)
 
 shell: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) manage.py shell
+	$(PY) -m runtime.launcher exec -- $(PY) manage.py shell
 
 # Load-test each order flow in turn and write reports/<timestamp>/report.{md,html} (loadtests/compare.py).
 # e.g. make compare MODES=atomic USERS=10 DURATION=20s ARGS="--mix tok_decline=0.1 --processes"
@@ -61,7 +61,7 @@ bench: $(VENV)/.installed
 
 # Saga mode on its own database: POST-to-final latency, completed sagas/s, relay drain vs bare publish.
 bench-saga: $(VENV)/.installed
-	$(PY) -m shop.launcher exec -- $(PY) -m sagas.bench $(ARGS)
+	$(PY) -m runtime.launcher exec -- $(PY) -m loadtests.saga_bench $(ARGS)
 
 # The fault matrix (loadtests/chaos): kills, restarts and outages under load, one verdict line per scenario,
 # exit 1 if any falls short. Runs on its own embedded PostgreSQL and Redis in .data/chaos (started, restarted

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import router
 from django.db.models import QuerySet, Sum
 
 from inventory.models import Product, Reservation
+from shop.db import fetch
 
 
 def product_list() -> QuerySet[Product]:
@@ -14,8 +16,14 @@ def product_list() -> QuerySet[Product]:
 
 
 def product_prices(*, skus: Iterable[str]) -> dict[str, int]:
-    """Price in cents of each known SKU among `skus`; unknown SKUs are absent from the result."""
-    return dict(Product.objects.filter(sku__in=list(skus)).values_list("sku", "price_cents"))
+    """Price in cents of each known SKU among `skus`; unknown SKUs are absent from the result.
+
+    Read by every order before anything is written (to validate and to price it): hand-written, see
+    shop.db.fetch."""
+    return dict(fetch(using=router.db_for_read(Product), sql=_PRICES_SQL, params=[list(skus)]))
+
+
+_PRICES_SQL = f"SELECT sku, price_cents FROM {Product._meta.db_table} WHERE sku = ANY(%s)"
 
 
 def reservation_for_order(*, order_id: int) -> Reservation | None:

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.report import CostTable, markdown_table
-from shop import pgadmin
-from shop.launcher import REPO_ROOT
+from runtime import pgadmin
+from runtime.launcher import REPO_ROOT
 
 PYTHON = sys.executable
 HOST = "127.0.0.1"
@@ -759,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         say(f"error: {exc}")
         return 2
-    from shop.launcher import services
+    from runtime.launcher import services
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = namespace.out or REPO_ROOT / "reports" / f"bench-{stamp}.md"

@@ -43,18 +43,15 @@ def _saga_selector(name: str) -> Callable[[], Any] | None:
 
 
 def order_counts() -> dict[str, Any]:
-    from django.db.models import Count
+    from orders.selectors import OrderStatus, order_status_counts
 
-    from orders.models import Order
-
-    by_status = dict.fromkeys(Order.Status.values, 0)
+    by_status = dict.fromkeys(OrderStatus.values, 0)
     failed_by_reason: dict[str, int] = {}
-    rows = Order.objects.values("status", "failure_reason").annotate(n=Count("id")).order_by()
-    for row in rows:
-        by_status[row["status"]] += row["n"]
-        if row["status"] == Order.Status.FAILED:
-            reason = row["failure_reason"] or "unknown"
-            failed_by_reason[reason] = failed_by_reason.get(reason, 0) + row["n"]
+    for status, failure_reason, n in order_status_counts():
+        by_status[status] += n
+        if status == OrderStatus.FAILED:
+            reason = failure_reason or "unknown"
+            failed_by_reason[reason] = failed_by_reason.get(reason, 0) + n
     return {"by_status": by_status, "failed_by_reason": dict(sorted(failed_by_reason.items()))}
 
 
@@ -129,7 +126,7 @@ def cmd_commands(args: argparse.Namespace) -> int:
     _setup()
     from django.conf import settings
 
-    from shop.launcher import process_commands
+    from runtime.launcher import process_commands
 
     commands = process_commands(args.host, args.port, flow=settings.ORDER_FLOW,
                                 per_service_workers=args.per_service_workers)
@@ -157,19 +154,10 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 def window_counts(since: datetime, until: datetime) -> dict[str, int]:
     """Rows of the bare endpoint and orders placed in [since, until], and how far those orders got by `until`
     (a final status stamped at or before it) and by now."""
-    from django.db.models import Count, Q
-
     from benchmarks.models import BenchRow
-    from orders.models import Order
+    from orders.selectors import order_window_counts
 
-    placed = Order.objects.filter(created_at__gte=since, created_at__lte=until)
-    final = ~Q(status=Order.Status.PENDING)
-    counts = placed.aggregate(
-        placed=Count("id"),
-        final_by_end=Count("id", filter=final & (Q(finalized_at__lte=until) | Q(finalized_at__isnull=True))),
-        final_now=Count("id", filter=final),
-        failed_now=Count("id", filter=Q(status=Order.Status.FAILED)),
-    )
+    counts = order_window_counts(since=since, until=until)
     counts["bare_rows"] = BenchRow.objects.filter(created_at__gte=since, created_at__lte=until).count()
     counts["pending_at_end"] = counts["placed"] - counts["final_by_end"]
     counts["pending_now"] = counts["placed"] - counts["final_now"]

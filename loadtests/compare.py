@@ -53,9 +53,9 @@ from loadtests.report import (
     read_samples,
     write_report,
 )
-from shop import pgadmin
+from runtime import pgadmin
+from runtime.launcher import REPO_ROOT, services
 from shop.env import ORDER_FLOWS, SERVICES
-from shop.launcher import REPO_ROOT, services
 
 PYTHON = sys.executable
 HOST = "127.0.0.1"

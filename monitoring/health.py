@@ -31,9 +31,6 @@ from health_check.views import HealthCheckView
 from shop.celery import app as celery_app
 from shop.errors import DependencyUnavailable
 
-OUTBOX_LAG_SQL = ("SELECT count(*), extract(epoch FROM now() - min(available_at)) FROM sagas_outboxmessage "
-                  "WHERE published_at IS NULL AND available_at <= now()")
-
 
 @never_cache
 def live(request: HttpRequest) -> JsonResponse:
@@ -64,14 +61,16 @@ class OutboxLag(HealthCheck):
     max_seconds: float = 30.0
 
     def run(self) -> None:
+        from sagas.selectors import outbox_due_waiting
+
         try:
-            with connections[self.alias].temporary_connection() as cursor:
-                cursor.execute(OUTBOX_LAG_SQL)
-                waiting, age = cursor.fetchone()
+            # A connection of this check's own thread, closed afterwards (as django-health-check's Database).
+            with connections[self.alias].temporary_connection():
+                waiting, age = outbox_due_waiting(using=self.alias)
         except Exception as exc:
             raise ServiceUnavailable(f"outbox unreadable: {type(exc).__name__}") from exc
-        if waiting and age is not None and float(age) > self.max_seconds:
-            raise ServiceUnavailable(f"{waiting} outbox messages waiting, the oldest due {float(age):.1f} s ago "
+        if waiting and age > self.max_seconds:
+            raise ServiceUnavailable(f"{waiting} outbox messages waiting, the oldest due {age:.1f} s ago "
                                      f"(bound {self.max_seconds:g} s): is a relay running?")
 
 

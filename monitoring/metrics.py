@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
-from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -81,49 +80,42 @@ class ShopCollector:
     """The shop's gauges and counters, read from every database (and Redis) when /metrics is scraped."""
 
     def collect(self) -> Iterator[Metric]:
+        from orders.selectors import order_flow_status_counts
         from sagas.processes import relay_aliases
-        from shop.routers import service_alias
+        from sagas.selectors import dead_letter_count, outbox_pending_and_age, saga_backlog_count
 
-        orders_alias = service_alias("orders")
         orders = GaugeMetricFamily("shop_orders", "Orders by status and the flow that placed them",
                                    labels=["status", "flow"])
-        for flow, status, number in _rows(orders_alias, "SELECT flow, status, count(*) FROM orders_order "
-                                                        "GROUP BY flow, status"):
+        for flow, status, number in order_flow_status_counts():
             orders.add_metric([status, flow], number)
         yield orders
-        backlog = _rows(orders_alias, "SELECT count(*) FROM sagas_sagainstance "
-                                      "WHERE state IN ('running', 'compensating')")
         yield GaugeMetricFamily("shop_saga_backlog", "Sagas accepted and not final (running or compensating)",
-                                value=backlog[0][0] if backlog else 0)
-        yield self._step_durations(orders_alias)
+                                value=saga_backlog_count())
+        yield self._step_durations()
         pending = GaugeMetricFamily("shop_outbox_pending", "Outbox messages not published yet", labels=["database"])
         oldest = GaugeMetricFamily("shop_outbox_oldest_pending_age_seconds",
                                    "Age of the oldest unpublished outbox message", labels=["database"])
         dead = GaugeMetricFamily("shop_dead_letters", "Messages no delivery could handle, not re-driven",
                                  labels=["database"])
         for alias in relay_aliases():
-            for waiting, age in _rows(alias, "SELECT count(*), greatest(0, coalesce(extract(epoch FROM "
-                                             "clock_timestamp() - min(created_at)), 0)) "
-                                             "FROM sagas_outboxmessage WHERE published_at IS NULL"):
-                pending.add_metric([alias], waiting)
-                oldest.add_metric([alias], float(age))
-            for (letters,) in _rows(alias, "SELECT count(*) FROM sagas_deadletter WHERE redriven_at IS NULL"):
-                dead.add_metric([alias], letters)
+            waiting, age = outbox_pending_and_age(using=alias)
+            pending.add_metric([alias], waiting)
+            oldest.add_metric([alias], age)
+            dead.add_metric([alias], dead_letter_count(using=alias))
         yield pending
         yield oldest
         yield dead
         yield from self._redis_counters()
 
-    def _step_durations(self, alias: str) -> Metric:
+    @staticmethod
+    def _step_durations() -> Metric:
+        from sagas.selectors import step_duration_histogram
+
         family = HistogramMetricFamily("shop_saga_step_duration_seconds",
                                        "Time from a saga command's publish to its reply, by step and direction",
                                        labels=["step", "direction"])
-        filters = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {bound * 1000})" for bound in STEP_BUCKETS)
-        sql = (f"SELECT step_name, direction, {filters}, count(*), coalesce(sum(duration_ms), 0) / 1000.0 "
-               "FROM sagas_sagasteplog WHERE duration_ms IS NOT NULL GROUP BY step_name, direction")
-        for step, direction, *counts in _rows(alias, sql):
-            total, seconds = counts[-2], float(counts[-1])
-            buckets = [(str(bound), n) for bound, n in zip(STEP_BUCKETS, counts[:-2], strict=True)]
+        for step, direction, within, total, seconds in step_duration_histogram(bounds=STEP_BUCKETS):
+            buckets = [(str(bound), n) for bound, n in zip(STEP_BUCKETS, within, strict=True)]
             family.add_metric([step, direction], [*buckets, ("+Inf", total)], seconds)
         return family
 
@@ -151,12 +143,6 @@ class ShopCollector:
             if family is not None and value is not None:
                 family.add_metric([label.split("=", 1)[1] for label in labels], int(value))
         yield from families.values()
-
-
-def _rows(alias: str, sql: str) -> list[tuple]:
-    with connections[alias].cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchall()
 
 
 class _ThisProcess:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
@@ -79,3 +82,30 @@ class OrderSerializer(serializers.Serializer):
 
     def get_url(self, order: Order) -> str:
         return reverse("order-detail", kwargs={"order_id": order.pk})
+
+    def to_representation(self, instance: Order) -> dict[str, Any]:
+        # What the declared fields produce (a test holds the two equal), built directly: DRF's field-by-field
+        # path cost 0.24 ms per order, a tenth of an atomic order's Python time outside the database calls.
+        return {
+            "id": instance.pk,
+            "url": self.get_url(instance),
+            "status": instance.status,
+            "failure_reason": instance.failure_reason,
+            "failure_detail": instance.failure_detail,
+            "total_cents": instance.total_cents,
+            "lines": [{"sku": line.sku, "quantity": line.quantity, "unit_price_cents": line.unit_price_cents}
+                      for line in instance.lines.all()],
+            "shipping_address": instance.shipping_address,
+            "flow": instance.flow,
+            "created_at": _timestamp(instance.created_at),
+            "updated_at": _timestamp(instance.updated_at),
+            "finalized_at": _timestamp(instance.finalized_at),
+        }
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    # DRF's DateTimeField with the default ISO 8601 format, in the current time zone (UTC): "...Z".
+    return _DATETIME.to_representation(value) if value is not None else None
+
+
+_DATETIME = serializers.DateTimeField()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from django.db import transaction
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from inventory.selectors import product_prices
 from orders.models import Order, OrderLine
+from shop.db import fetch
 from shop.routers import service_alias
 
 
@@ -57,6 +58,25 @@ def _prices(command: PlaceOrder) -> Mapping[str, int]:
     return product_prices(skus=[sku for sku, _ in command.lines])
 
 
+# The order and its lines in one round trip. Timestamps come from the database clock (statement_timestamp(), the
+# moment the statement started, like the ORM's timezone.now() for auto_now fields).
+_CREATE_SQL = f"""
+WITH placed AS (
+    INSERT INTO {Order._meta.db_table} (customer_id, status, failure_reason, failure_detail, total_cents,
+        payment_token, shipping_address, flow, request_key, created_at, updated_at)
+    VALUES (%(customer_id)s, %(status)s, '', '', %(total_cents)s, %(payment_token)s, %(address)s::jsonb, %(flow)s,
+            %(request_key)s, statement_timestamp(), statement_timestamp())
+    RETURNING id, created_at
+), lines AS (
+    INSERT INTO {OrderLine._meta.db_table} (order_id, sku, quantity, unit_price_cents)
+    SELECT placed.id, line.sku, line.quantity, line.unit_price_cents
+    FROM placed, unnest(%(skus)s::text[], %(quantities)s::int[], %(prices)s::int[])
+        AS line(sku, quantity, unit_price_cents)
+)
+SELECT id, created_at FROM placed
+"""
+
+
 def order_create(*, command: PlaceOrder, flow: str) -> Order:
     """Create the order PENDING with its lines priced from the catalogue (or the prices the command carries).
 
@@ -66,18 +86,20 @@ def order_create(*, command: PlaceOrder, flow: str) -> Order:
     if unknown:
         raise UnknownProducts(unknown)
     lines = [OrderLine(sku=sku, quantity=qty, unit_price_cents=prices[sku]) for sku, qty in sorted(command.lines)]
-    with transaction.atomic(using=service_alias("orders"), savepoint=False):
-        order = Order.objects.create(
-            customer_id=command.customer_id,
-            total_cents=sum(line.total_cents for line in lines),
-            payment_token=command.payment_token,
-            shipping_address=dict(command.shipping_address),
-            flow=flow,
-            request_key=command.request_key,
-        )
-        for line in lines:
-            line.order = order
-        OrderLine.objects.bulk_create(lines)
+    address = dict(command.shipping_address)
+    total_cents = sum(line.total_cents for line in lines)
+    [(order_id, created_at)] = fetch(using=service_alias("orders"), sql=_CREATE_SQL, params={
+        "customer_id": command.customer_id, "status": Order.Status.PENDING, "total_cents": total_cents,
+        "payment_token": command.payment_token, "address": json.dumps(address), "flow": flow,
+        "request_key": command.request_key, "skus": [line.sku for line in lines],
+        "quantities": [line.quantity for line in lines], "prices": [line.unit_price_cents for line in lines],
+    })
+    order = Order(id=order_id, customer_id=command.customer_id, status=Order.Status.PENDING, total_cents=total_cents,
+                  payment_token=command.payment_token, shipping_address=address, flow=flow,
+                  request_key=command.request_key, created_at=created_at, updated_at=created_at)
+    order._state.adding = False
+    for line in lines:
+        line.order_id = order_id
     _attach_lines(order, lines)
     return order
 
@@ -85,10 +107,19 @@ def order_create(*, command: PlaceOrder, flow: str) -> Order:
 def _attach_lines(order: Order, lines: list[OrderLine]) -> None:
     # What prefetch_related("lines") would have stored, from the rows just written: `order.lines.all()` then
     # answers from memory instead of a SELECT.
-    cached = OrderLine.objects.filter(order=order)
+    cached = QuerySet(model=OrderLine)
     cached._result_cache = lines  # type: ignore[attr-defined]
     cached._prefetch_done = True  # type: ignore[attr-defined]
     order._prefetched_objects_cache = {"lines": cached}  # type: ignore[attr-defined]
+
+
+_TRANSITION_SQL = f"""
+UPDATE {Order._meta.db_table}
+SET status = %(to)s, failure_reason = %(reason)s, failure_detail = %(detail)s, finalized_at = statement_timestamp(),
+    updated_at = statement_timestamp()
+WHERE id = %(order_id)s AND status = ANY(%(allowed_from)s)
+RETURNING finalized_at
+"""
 
 
 def order_transition(*, order_id: int, to: str, reason: str = "", detail: str = "") -> datetime | None:
@@ -96,12 +127,11 @@ def order_transition(*, order_id: int, to: str, reason: str = "", detail: str = 
 
     Returns the time it moved; None when it was there already (repeating a transition is harmless)."""
     allowed_from = [src for src, targets in Order.TRANSITIONS.items() if to in targets]
-    now = timezone.now()
-    updated = Order.objects.filter(pk=order_id, status__in=allowed_from).update(
-        status=to, failure_reason=reason, failure_detail=detail[:300], finalized_at=now, updated_at=now,
-    )
-    if updated:
-        return now
+    moved = fetch(using=service_alias("orders"), sql=_TRANSITION_SQL, params={
+        "to": to, "reason": reason, "detail": detail[:300], "order_id": order_id, "allowed_from": allowed_from,
+    })
+    if moved:
+        return moved[0][0]
     current = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
     if current != to:
         raise InvalidTransition(f"order {order_id}: {current} -> {to} is not allowed")

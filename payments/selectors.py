@@ -6,6 +6,9 @@ from django.db.models import Sum
 
 from payments.models import Payment, Wallet
 
+# The states a reader outside payments compares with (the audit), without the model.
+PaymentStatus = Payment.Status
+
 
 def wallet_for_customer(*, customer_id: int) -> Wallet | None:
     return Wallet.objects.filter(customer_id=customer_id).first()

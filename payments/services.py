@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from payments import gateway
 from payments.models import Payment, Wallet
+from shop.db import fetch
 from shop.errors import InsufficientFunds
 from shop.routers import service_alias
 
@@ -24,22 +25,38 @@ def payment_authorize(*, token: str, amount_cents: int, key: str) -> gateway.Aut
     return gateway.authorize(token=token, amount_cents=amount_cents, key=key)
 
 
+# The wallet debited (never below zero) and the payment recorded in one round trip; no row comes back when the
+# wallet is short, and then nothing changed.
+_RECORD_SQL = f"""
+WITH debited AS (
+    UPDATE {Wallet._meta.db_table} SET balance_cents = balance_cents - %(amount_cents)s
+    WHERE customer_id = %(customer_id)s AND balance_cents >= %(amount_cents)s
+    RETURNING customer_id
+)
+INSERT INTO {Payment._meta.db_table} (order_id, key, customer_id, amount_cents, status, gateway_reference, created_at)
+SELECT %(order_id)s, %(key)s, customer_id, %(amount_cents)s, %(status)s, %(reference)s, statement_timestamp()
+FROM debited
+RETURNING id, created_at
+"""
+
+
 def payment_record(*, authorization: gateway.Authorization, order_id: int, customer_id: int, key: str
                    ) -> Payment:
     """Debit the customer's wallet by the authorized amount and record the payment, in the caller's
     transaction. Raises InsufficientFunds and changes nothing if the wallet is short. Not idempotent: callers
     whose key may repeat use `payment_charge`."""
     amount_cents = authorization.amount_cents
-    with transaction.atomic(using=service_alias("payments"), savepoint=False):
-        debited = Wallet.objects.filter(customer_id=customer_id, balance_cents__gte=amount_cents).update(
-            balance_cents=F("balance_cents") - amount_cents
-        )
-        if not debited:
-            raise InsufficientFunds("The wallet does not hold enough money for this order.")
-        return Payment.objects.create(
-            order_id=order_id, key=key, customer_id=customer_id, amount_cents=amount_cents,
-            gateway_reference=authorization.reference,
-        )
+    recorded = fetch(using=service_alias("payments"), sql=_RECORD_SQL, params={
+        "amount_cents": amount_cents, "customer_id": customer_id, "order_id": order_id, "key": key,
+        "status": Payment.Status.CHARGED, "reference": authorization.reference,
+    })
+    if not recorded:
+        raise InsufficientFunds("The wallet does not hold enough money for this order.")
+    [(payment_id, created_at)] = recorded
+    payment = Payment(id=payment_id, order_id=order_id, key=key, customer_id=customer_id, amount_cents=amount_cents,
+                      status=Payment.Status.CHARGED, gateway_reference=authorization.reference, created_at=created_at)
+    payment._state.adding = False
+    return payment
 
 
 def payment_capture(*, authorization: gateway.Authorization) -> None:
@@ -60,16 +77,19 @@ def payment_void(*, authorization: gateway.Authorization) -> None:
         logger.exception("Void of %s failed; the hold will expire uncaptured", authorization.reference)
 
 
-def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token: str, key: str) -> Payment:
+def payment_charge(*, order_id: int, customer_id: int, amount_cents: int, token: str, key: str,
+                   key_is_new: bool = False) -> Payment:
     """Authorize, debit the wallet and record the payment, capturing once the caller's transaction commits.
 
     Raises PaymentDeclined / InsufficientFunds (business) or GatewayTimeout (transient) and then changes
     nothing (an authorization the wallet cannot cover is voided). Idempotent by `key`: a repeat returns the
-    existing payment and charges nothing; the gateway authorization is keyed by it too.
+    existing payment and charges nothing; the gateway authorization is keyed by it too. A caller that knows no
+    payment under `key` can exist yet passes `key_is_new` and saves the lookup.
     """
-    existing = Payment.objects.filter(key=key).first()
-    if existing is not None:
-        return existing
+    if not key_is_new:
+        existing = Payment.objects.filter(key=key).first()
+        if existing is not None:
+            return existing
     authorization = payment_authorize(token=token, amount_cents=amount_cents, key=key)
     alias = service_alias("payments")
     try:
@@ -113,3 +133,10 @@ def wallet_set(*, customer_id: int, balance_cents: int) -> Wallet:
 
 def payments_reset() -> None:
     Payment.objects.all().delete()
+
+
+def wallets_seed(*, customer_ids: list[int], balance_cents: int) -> None:
+    """Demo seed: exactly these customers have a wallet, each holding `balance_cents` as all the money put in."""
+    for customer_id in customer_ids:
+        wallet_set(customer_id=customer_id, balance_cents=balance_cents)
+    Wallet.objects.exclude(customer_id__in=customer_ids).delete()

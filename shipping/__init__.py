@@ -1,0 +1,2 @@
+"""The shipping service: shipments (country `XX` is undeliverable); `tasks` are its saga commands (schedule,
+cancel)."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from shipping.models import Shipment
 
+# The states a reader outside shipping compares with (the audit), without the model.
+ShipmentStatus = Shipment.Status
+
 
 def shipment_for_order(*, order_id: int) -> Shipment | None:
     return Shipment.objects.filter(order_id=order_id).first()

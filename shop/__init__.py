@@ -1,3 +1,12 @@
+"""The Django project and the glue every app shares; no business logic and no process management.
+
+`settings/` (split by concern, every value read from the environment in `env`), `urls`, `wsgi`, the Celery app
+(`celery`, with `broker`'s Redis transport), the database router (`routers`), problem+json answers
+(`problems`) for the typed failures of `errors`, retries around transactions (`db`), the shared Redis client
+(`redis`), capped backoff for long-running processes (`backoff`), the token endpoint (`api`) and helpers for
+tests (`testing`, `tests/outages`). The services are their own apps; how processes are started is `runtime/`.
+"""
+
 from shop.celery import app as celery_app
 
 __all__ = ["celery_app"]

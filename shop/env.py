@@ -86,7 +86,7 @@ def database_url() -> str:
     url = get_str("DATABASE_URL")
     if url:
         return url
-    from shop import embedded
+    from runtime import embedded
 
     url = embedded.running_database_url()
     if url:
@@ -94,7 +94,7 @@ def database_url() -> str:
     raise ImproperlyConfigured(
         "DATABASE_URL is not set and no embedded PostgreSQL is running. "
         "Start the shop with `make run`, or run a command inside the embedded services with "
-        "`.venv/bin/python -m shop.launcher exec -- <command>`."
+        "`.venv/bin/python -m runtime.launcher exec -- <command>`."
     )
 
 
@@ -102,7 +102,7 @@ def redis_url() -> str:
     url = get_str("REDIS_URL")
     if url:
         return url
-    from shop import embedded
+    from runtime import embedded
 
     url = embedded.running_redis_url()
     if url:

@@ -8,9 +8,9 @@ import pytest
 
 from idempotency.models import IdempotencyKey
 from inventory.models import Product
+from operations.audit import run_audit
 from orders.models import Order
 from payments.models import Payment
-from shop.audit import run_audit
 from shop.testing import all_at_once, order_body
 
 REQUESTS = 50

@@ -18,7 +18,7 @@ from idempotency.services import (
     key_release,
     request_fingerprint,
 )
-from shop.demo import DemoSpec, seed
+from operations.demo import DemoSpec, seed
 
 pytestmark = pytest.mark.django_db
 

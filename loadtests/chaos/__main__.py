@@ -13,7 +13,7 @@ from pathlib import Path
 import loadtests.chaos
 from loadtests.chaos.scenarios import SCENARIOS, Pace, Run, say
 from loadtests.chaos.servers import DEFAULT_DATA_DIR, PrivateServers, ServersError
-from shop.launcher import REPO_ROOT
+from runtime.launcher import REPO_ROOT
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -29,8 +29,8 @@ from loadtests.chaos.load import Load, Mix
 from loadtests.chaos.servers import PrivateServers
 from loadtests.chaos.stack import Stack
 from loadtests.chaos.verdict import Verdict
+from runtime.launcher import REPO_ROOT, process_commands
 from sagas.processes import COMMAND_QUEUES, QUEUES, REPLY_QUEUES, relay_command, sweeper_command, worker_command
-from shop.launcher import REPO_ROOT, process_commands
 
 PYTHON = sys.executable
 HOST = "127.0.0.1"

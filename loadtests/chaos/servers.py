@@ -1,7 +1,7 @@
-"""The chaos run's own PostgreSQL and Redis: the embedded servers of shop.embedded, in a private data folder.
+"""The chaos run's own PostgreSQL and Redis: the embedded servers of runtime.embedded, in a private data folder.
 
 Chaos stops and restarts its servers under load, so it never uses the machine's services nor the shared
-`.data/` servers that a `make run` may be using: SHOP_DATA_DIR points shop.embedded at `.data/chaos/`
+`.data/` servers that a `make run` may be using: SHOP_DATA_DIR points runtime.embedded at `.data/chaos/`
 (PostgreSQL listens on a Unix socket in that folder, so its URL survives a restart) and Redis is started
 on one fixed loopback port for the whole run, so every process finds it again after a restart.
 """
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from shop import embedded
-from shop.launcher import REPO_ROOT
+from runtime import embedded
+from runtime.launcher import REPO_ROOT
 
 DEFAULT_DATA_DIR = REPO_ROOT / ".data" / "chaos"
 
@@ -55,7 +55,7 @@ class PrivateServers:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def _here(self) -> None:
-        """shop.embedded reads its folder from the environment on every call: make it this one, always, so
+        """runtime.embedded reads its folder from the environment on every call: make it this one, always, so
         no call can reach the shared servers."""
         os.environ["SHOP_DATA_DIR"] = str(self.data_dir)
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shop.launcher import REPO_ROOT
+from runtime.launcher import REPO_ROOT
 
 RESTART_DELAY_SECONDS = 1.0
 

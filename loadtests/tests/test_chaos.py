@@ -20,7 +20,7 @@ from loadtests.chaos.load import HttpStats, Load, Mix, OrderRecord, is_retryable
 from loadtests.chaos.scenarios import SCENARIOS, Context, Database, Pace
 from loadtests.chaos.servers import DEFAULT_DATA_DIR, PrivateServers, ServersError, check_private
 from loadtests.chaos.stack import Stack
-from shop.launcher import REPO_ROOT
+from runtime.launcher import REPO_ROOT
 from shop.testing import wait_until
 
 # -- the careful client ---------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import functools
 import pytest
 
 from inventory.models import Product, Reservation
+from operations.audit import run_audit
 from orders.flows import place_order
 from orders.models import Order
 from orders.services import PlaceOrder
 from payments.models import Payment, Wallet
 from shipping.models import Shipment
-from shop.audit import run_audit
 from shop.testing import ADDRESS, all_at_once, order_body
 
 pytestmark = pytest.mark.django_db
@@ -100,10 +100,10 @@ def test_placement_queries_are_pinned(make_product, make_customer, django_assert
     command = PlaceOrder(customer_id=customer.pk, lines=[("SKU-B", 1), ("SKU-A", 1)], payment_token="tok_ok",
                          shipping_address=ADDRESS)
     # prices 1, once for the amount authorized and the order (the API passes the ones it validated with
-    # instead); BEGIN; order + lines 2; reserve: one UPDATE per SKU, insert 3; charge: wallet UPDATE, insert 2;
-    # ship: insert 1; confirm 1; COMMIT. No key lookups: every key is built from the order created in the same
-    # transaction.
-    with django_assert_num_queries(12):
+    # instead); BEGIN; then one statement per step: order with its lines; every SKU's stock with the
+    # reservation; wallet with payment; shipment; confirm; COMMIT. No key lookups: every key is built from the
+    # order created in the same transaction.
+    with django_assert_num_queries(8):
         order = place_order(command)
     assert order.status == Order.Status.CONFIRMED
 

@@ -24,9 +24,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from runtime import rabbitmq
 from sagas.models import OutboxMessage, SagaInstance
 from sagas.processes import QUEUES, relay_aliases, relay_command, sweeper_command, worker_command
-from shop import rabbitmq
 from shop.testing import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 
 from inventory.models import Product, Reservation
+from operations.audit import run_audit
 from orders.models import Order
 from payments.models import Payment, Wallet
 from sagas.models import SagaInstance, SagaStepLog
 from sagas.testing import inbox_count, outbox
 from shipping.models import Shipment
-from shop.audit import run_audit
 from shop.testing import all_at_once, order_body, wait_until
 
 pytestmark = [pytest.mark.saga, pytest.mark.django_db(transaction=True, databases="__all__")]

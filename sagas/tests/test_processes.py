@@ -207,7 +207,7 @@ def test_web_answers_503_while_the_database_is_away_and_recovers_by_itself(no_pr
                                                                           monkeypatch):
     from rest_framework.authtoken.models import Token
 
-    from shop.launcher import process_commands
+    from runtime.launcher import process_commands
 
     token = Token.objects.create(user=make_customer(balance_cents=70_000)).key
     port = free_port()

@@ -46,7 +46,7 @@ def test_deploy_procfile_starts_what_the_launcher_starts() -> None:
 
 
 def test_the_launcher_runs_the_same_list_and_flower_on_request(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from shop.launcher import PYTHON, process_commands
+    from runtime.launcher import PYTHON, process_commands
 
     monkeypatch.delenv("ORDERS_DATABASE_URL", raising=False)
     commands = process_commands("127.0.0.1", 8000, flow="saga", flower=True)

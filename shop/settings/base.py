@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "sagas",
     "idempotency",
     "benchmarks",
+    "operations",
     "monitoring",
 ]
 
@@ -79,7 +80,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("MAX_REQUEST_BYTES", 64 * 1024, minimu
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "shop.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

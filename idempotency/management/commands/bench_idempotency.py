@@ -16,7 +16,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from shop.demo import DemoSpec, customer_username, product_price_cents, product_sku, seed
+from operations.demo import DemoSpec, customer_username, product_price_cents, product_sku, seed
 from shop.testing import order_body
 
 PRODUCTS = 20

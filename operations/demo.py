@@ -1,4 +1,8 @@
-"""The demo data of the API contract (DESIGN.md section 9): customers, funded wallets, a catalogue."""
+"""The demo data of the API contract (DESIGN.md section 9): customers, funded wallets, a catalogue.
+
+`manage.py seed` composes each service's own reset and seed functions (`services.py`); the customers are
+Django's users, which no service owns, so they are made here.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,9 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from idempotency.services import keys_reset
-from inventory.models import Product
-from inventory.services import inventory_reset, product_upsert
+from inventory.services import inventory_reset, products_seed
 from orders.services import orders_reset
-from payments.models import Wallet
-from payments.services import payments_reset, wallet_set
+from payments.services import payments_reset, wallets_seed
 from sagas.housekeeping import messages_reset
 from shipping.services import shipping_reset
 
@@ -56,13 +58,10 @@ def seed(spec: DemoSpec) -> None:
         user.set_password(spec.password)
         user.save(update_fields=["password"])
         Token.objects.get_or_create(user=user)
-        wallet_set(customer_id=user.pk, balance_cents=spec.balance_cents)
         customer_ids.append(user.pk)
-    Wallet.objects.exclude(customer_id__in=customer_ids).delete()
-    skus = [product_sku(n) for n in range(1, spec.products + 1)]
-    for n, sku in enumerate(skus, start=1):
-        product_upsert(sku=sku, name=f"Demo product {n}", price_cents=product_price_cents(n), stock=spec.stock)
-    Product.objects.exclude(sku__in=skus).delete()
+    wallets_seed(customer_ids=customer_ids, balance_cents=spec.balance_cents)
+    products_seed(catalogue=[(product_sku(n), f"Demo product {n}", product_price_cents(n))
+                             for n in range(1, spec.products + 1)], stock=spec.stock)
 
 
 def ensure_admin(*, username: str, password: str) -> str:

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from shop.audit import run_audit
+from operations.audit import run_audit
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """RabbitMQ for the test suite's RabbitMQ pass: a virtual host of its own, created and removed around a command.
 
-    python -m shop.rabbitmq -- python -m shop.launcher test -m saga ...
+    python -m runtime.rabbitmq -- python -m runtime.launcher test -m saga ...
 
 With RabbitMQ answering on RABBITMQ_URL (default amqp://guest:guest@127.0.0.1:5672), it creates a fresh vhost
 with `rabbitmqctl` (which needs root or the rabbitmq user), gives the URL's user every permission on it, runs
@@ -76,7 +76,7 @@ def queue_counts(url: str) -> dict[str, tuple[int, int]]:
 def main(argv: list[str]) -> int:
     command = argv[1:] if argv[:1] == ["--"] else argv
     if not command:
-        raise SystemExit("usage: python -m shop.rabbitmq -- <command>")
+        raise SystemExit("usage: python -m runtime.rabbitmq -- <command>")
     url = server_url()
     where = f"{urlsplit(url).hostname}:{urlsplit(url).port or 5672}"
     if not answers(url):

@@ -1,7 +1,7 @@
 """Benchmark of the saga mode: completed sagas per second, POST-to-final latency, and relay drain rate.
 
     make bench-saga                                   # or:
-    .venv/bin/python -m shop.launcher exec -- .venv/bin/python -m sagas.bench --orders 300 --concurrency 8
+    .venv/bin/python -m runtime.launcher exec -- .venv/bin/python -m loadtests.saga_bench --orders 300 --concurrency 8
 
 It runs on a database of its own (`<name>_bench`, created afresh) and a Redis database of its own, starts a
 Celery worker on every queue, one outbox relay and the sweeper, and measures three things:
@@ -42,7 +42,7 @@ def outer(args: argparse.Namespace) -> int:
     """Prepare the bench database, start the saga processes, run the measurements in a child process."""
     import dj_database_url
 
-    from shop.pgadmin import create_database
+    from runtime.pgadmin import create_database
 
     base = os.environ["DATABASE_URL"]
     database_url = create_database(base, f"{dj_database_url.parse(base)['NAME']}_bench", fresh=True)
@@ -74,7 +74,7 @@ def outer(args: argparse.Namespace) -> int:
         time.sleep(3)  # let the worker connect before the clock starts
         # The drain measurement stops the running relay first, so the two do not share the backlog.
         env["BENCH_RELAY_PID"] = str(children["relay"].pid)
-        return subprocess.run([PYTHON, "-m", "sagas.bench", "--inner", *sys.argv[1:]], cwd=REPO_ROOT,
+        return subprocess.run([PYTHON, "-m", "loadtests.saga_bench", "--inner", *sys.argv[1:]], cwd=REPO_ROOT,
                               env=env).returncode
     finally:
         for child in children.values():
@@ -95,10 +95,10 @@ def inner(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model
     from django.db import connections
 
+    from operations.demo import product_sku
     from orders.flows import place_order
-    from orders.models import Order
+    from orders.selectors import OrderStatus, order_outcome_list, orders_pending_exist
     from orders.services import PlaceOrder
-    from shop.demo import product_sku
     from shop.testing import ADDRESS
 
     assert settings.ORDER_FLOW == "saga"
@@ -112,14 +112,14 @@ def inner(args: argparse.Namespace) -> int:
 
     def wait_final(ids: list[int], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while Order.objects.filter(pk__in=ids, status=Order.Status.PENDING).exists():
+        while orders_pending_exist(order_ids=ids):
             if time.monotonic() > deadline:
                 raise SystemExit(f"orders still pending after {timeout} s")
             time.sleep(0.02)  # latency comes from finalized_at, so polling slowly costs no accuracy
 
     def latencies(started: dict[int, float]) -> list[float]:
-        final = Order.objects.filter(pk__in=list(started)).values_list("pk", "status", "finalized_at")
-        assert all(status == Order.Status.CONFIRMED for _, status, _ in final)
+        final = order_outcome_list(order_ids=started)
+        assert all(status == OrderStatus.CONFIRMED for _, status, _ in final)
         return [(at.timestamp() - started[pk]) * 1000 for pk, _, at in final]
 
     # 1. Light load: one order at a time.
@@ -154,8 +154,7 @@ def inner(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join()
     wait_final(list(started_at), 300)
-    last = max(at.timestamp() for at in Order.objects.filter(pk__in=list(started_at))
-               .values_list("finalized_at", flat=True))
+    last = max(at.timestamp() for _, _, at in order_outcome_list(order_ids=started_at))
     loaded_ms = latencies(started_at)
     rate = len(started_at) / (last - began)
 
@@ -215,7 +214,7 @@ def relay_drain(backlog: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m sagas.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m loadtests.saga_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--light", type=int, default=50, help="orders placed one at a time")

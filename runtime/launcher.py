@@ -1,10 +1,10 @@
 """The front door: run the shop, the tests, or any command, with its databases ready.
 
-    python -m shop.launcher run            # services, migrate, first-time seed, web (+ saga processes)
-    python -m shop.launcher test [ARGS]    # pytest with the services up
-    python -m shop.launcher exec -- CMD    # any command with DATABASE_URL / REDIS_URL set
+    python -m runtime.launcher run            # services, migrate, first-time seed, web (+ saga processes)
+    python -m runtime.launcher test [ARGS]    # pytest with the services up
+    python -m runtime.launcher exec -- CMD    # any command with DATABASE_URL / REDIS_URL set
 
-With DATABASE_URL and REDIS_URL unset, the embedded PostgreSQL and Redis (shop.embedded) are started and
+With DATABASE_URL and REDIS_URL unset, the embedded PostgreSQL and Redis (runtime.embedded) are started and
 stopped again at the end; with them set, those servers are used and left alone.
 """
 
@@ -12,24 +12,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
-from shop import embedded
-from shop.backoff import Backoff
+from runtime import REPO_ROOT, embedded
+from runtime.supervisor import say as _say
+from runtime.supervisor import supervise
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-
-
-def _say(message: str) -> None:
-    print(f"[shop] {message}", flush=True)
 
 
 @contextlib.contextmanager
@@ -69,8 +61,8 @@ def _ensure_service_databases() -> None:
     """Give every service its own database on the DATABASE_URL server (unless its URL is already set)."""
     import dj_database_url
 
+    from runtime.pgadmin import create_database
     from shop.env import SERVICES
-    from shop.pgadmin import create_database
 
     base = os.environ["DATABASE_URL"]
     prefix = dj_database_url.parse(base)["NAME"]
@@ -114,97 +106,6 @@ def process_commands(host: str, port: int, *, flow: str, per_service_workers: bo
                     service_urls=service_database_urls())
 
 
-@dataclasses.dataclass
-class _Child:
-    name: str
-    argv: list[str]
-    backoff: Backoff
-    process: subprocess.Popen | None = None
-    started_at: float = 0.0
-    restarts: int = 0
-    restart_at: float | None = None
-
-
-# A child that stayed up this long before dying is restarted after the shortest delay again.
-STABLE_SECONDS = 30.0
-
-
-def supervise(commands: dict[str, list[str]], *, backoff_initial: float = 0.5, backoff_cap: float = 30.0,
-              stable_seconds: float = STABLE_SECONDS) -> int:
-    """Run every command until Ctrl-C / SIGTERM, restarting any that dies.
-
-    A child that exits (crash, SIGKILL, OOM) is restarted after a capped, jittered backoff that grows while it
-    keeps dying and starts over once it stayed up `stable_seconds`; the others, web included, keep running.
-    Whatever the dead child left in its process group (gunicorn or Celery pool workers) is killed first, so
-    its replacement does not compete with orphans. On Ctrl-C / SIGTERM every child gets SIGTERM, then SIGKILL
-    after 15 s. Must run in the main thread (it installs signal handlers).
-    """
-    stopping = False
-
-    def _stop(signum, frame):  # type: ignore[no-untyped-def]
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    children = [_Child(name, argv, Backoff(initial=backoff_initial, cap=backoff_cap))
-                for name, argv in commands.items()]
-
-    def start(child: _Child) -> None:
-        child.process = subprocess.Popen(child.argv, cwd=REPO_ROOT, start_new_session=True)
-        child.started_at, child.restart_at = time.monotonic(), None
-        _say(f"{child.name} started (pid {child.process.pid})" if not child.restarts else
-             f"{child.name} restarted (pid {child.process.pid}, restart #{child.restarts})")
-
-    try:
-        for child in children:
-            start(child)
-        while not stopping:
-            now = time.monotonic()
-            for child in children:
-                process = child.process
-                if process is not None and process.poll() is None:
-                    continue
-                if child.restart_at is None:
-                    assert process is not None
-                    _kill_group(process.pid, signal.SIGKILL)
-                    uptime = now - child.started_at
-                    if uptime >= stable_seconds:
-                        child.backoff.reset()
-                    delay = child.backoff.next_delay()
-                    child.restart_at = now + delay
-                    _say(f"{child.name} (pid {process.pid}) exited with {process.returncode} after {uptime:.1f} s; "
-                         f"restart #{child.restarts + 1} in {delay:.2f} s")
-                elif now >= child.restart_at and not stopping:
-                    child.restarts += 1
-                    start(child)
-            time.sleep(0.1)
-    finally:
-        running = [child for child in children if child.process is not None and child.process.poll() is None]
-        _say("stopping " + ", ".join(child.name for child in running))
-        for child in running:
-            assert child.process is not None
-            _kill_group(child.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in running:
-            assert child.process is not None
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _say(f"{child.name} (pid {child.process.pid}) ignored SIGTERM for 15 s; killing it")
-            # SIGKILL for the group either way: a child that exited may have left workers of its own behind.
-            _kill_group(child.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(5)
-    return 0
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    """Signal the process group a child leads (started with start_new_session, so its pid is the group id)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     with services():
         from shop.env import SERVICES
@@ -217,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from django.conf import settings
 
         _first_time_seed()
-        from shop.demo import ensure_admin
+        from operations.demo import ensure_admin
 
         token = ensure_admin(username="admin", password=args.admin_password)
         base = f"http://{args.host}:{args.port}"
@@ -248,7 +149,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shop.launcher", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m runtime.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the shop until Ctrl-C")

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from runtime import REPO_ROOT
+
 logger = logging.getLogger(__name__)
 # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then uses /tmp, which is fine.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
@@ -27,7 +29,6 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdir
 DATABASE_NAME = "shop"
 # Enough connections for a web server, Celery workers and relays each holding one per service database.
 SERVER_SETTINGS = "\n# shop\nmax_connections = 300\n"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> Path:
@@ -90,7 +91,7 @@ def start_postgres() -> str:
 
 def ensure_database(name: str) -> str:
     """Create database `name` on the embedded server if it does not exist; return its URL."""
-    from shop.pgadmin import create_database
+    from runtime.pgadmin import create_database
 
     admin_url = running_database_url("postgres")
     if admin_url is None:

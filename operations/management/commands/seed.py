@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from shop.demo import DemoSpec, seed
+from operations.demo import DemoSpec, seed
 
 
 class Command(BaseCommand):

@@ -9,11 +9,11 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from inventory.models import Product
+from operations.audit import run_audit
 from orders.flows import place_order
 from orders.models import Order
 from orders.services import PlaceOrder
 from payments.models import Payment, Wallet
-from shop.audit import run_audit
 from shop.testing import ADDRESS
 
 pytestmark = pytest.mark.django_db

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.launcher import REPO_ROOT
 from shop.backoff import Backoff, FailureLog
-from shop.launcher import REPO_ROOT
 from shop.testing import wait_until
 from shop.tests.outages import alive, read_text
 
@@ -23,7 +23,7 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 # A child with a child of its own in its process group, as gunicorn and Celery have.
 PARENT = ["sh", "-c", "sleep 600 & echo \"grandchild $!\"; wait"]
 SUPERVISOR = ("import json, sys\n"
-              "from shop.launcher import supervise\n"
+              "from runtime.supervisor import supervise\n"
               "sys.exit(supervise(json.loads(sys.argv[1]), backoff_initial=0.4, backoff_cap=3.0))")
 
 
