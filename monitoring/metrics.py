@@ -20,6 +20,7 @@ scraper, as seen by the web process); with neither set, anyone (development).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -27,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
+import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -66,14 +68,19 @@ class RequestMetricsMiddleware:
 def count(name: str, amount: int = 1, **labels: str) -> None:
     """Add `amount` to the shop-wide counter `name` (Redis), for processes that serve no /metrics of their own.
 
-    Best effort: a count lost while Redis is away costs a figure, never the work being counted."""
-    from shop.redis import get_redis
-
+    Best effort: a count lost while Redis is away costs a figure, never the work being counted (nor more than
+    a second of its time)."""
     key = REDIS_PREFIX + name + "".join(f":{k}={v}" for k, v in sorted(labels.items()))
     try:
-        get_redis().incrby(key, amount)
+        _counters().incrby(key, amount)
     except Exception as exc:  # a metric must never fail what it counts
         logger.debug("metric %s not counted: %s", key, exc)
+
+
+@functools.cache
+def _counters() -> redis.Redis:
+    # The cache's Redis, with timeouts short enough that an unreachable one cannot hold up a relay or a worker.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
 
 
 class ShopCollector:
@@ -121,8 +128,6 @@ class ShopCollector:
 
     @staticmethod
     def _redis_counters() -> Iterator[Metric]:
-        from shop.redis import get_redis
-
         families = {
             "relay_published": CounterMetricFamily("shop_relay_published", "Messages published by the outbox relays",
                                                    labels=["database"]),
@@ -131,7 +136,7 @@ class ShopCollector:
                                                     labels=["consumer"]),
         }
         try:
-            client = get_redis()
+            client = _counters()
             keys = sorted(client.scan_iter(match=REDIS_PREFIX + "*", count=1000))
             values = client.mget(keys) if keys else []
         except Exception as exc:
