@@ -126,6 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"\n  Shop running ({settings.ORDER_FLOW} flow) on {base}\n"
             f"  Admin:    {base}/admin/   login admin / {args.admin_password}\n"
             f"  API docs: {base}/api/docs/\n"
+            f"  Health:   {base}/health/ready   Metrics: {base}/metrics"
+            f"{'   Flower: http://127.0.0.1:5555/' if args.flower else ''}\n"
             f"  API token (admin): {token}\n"
             f"  Customers: customer1..customerN / password\n"
             f"  Try: curl -H 'Authorization: Token {token}' {base}/api/v1/products\n"
