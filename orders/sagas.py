@@ -1,23 +1,8 @@
-"""The order flow as an orchestrated saga (ORDER_FLOW=saga). Same steps as the atomic flow."""
+"""The order flow as an orchestrated saga (ORDER_FLOW=saga): the steps of orders/steps.py, as they are."""
 
-from sagas.definitions import Retry, SagaDefinition, Step, register
-from shop.errors import GatewayTimeout, PaymentUnavailable
+from orders.steps import ORDER_STEPS
+from sagas.definitions import SagaDefinition, register
 
-ORDER_SAGA = register(
-    SagaDefinition(
-        name="order",
-        service="orders",
-        steps=(
-            # Done in the API's transaction, together with starting the saga.
-            Step("create_order", "orders", action=None, compensation="orders.reject_order"),
-            Step("reserve_stock", "inventory", action="inventory.reserve_stock",
-                 compensation="inventory.release_stock"),
-            Step("charge_payment", "payments", action="payments.charge", compensation="payments.refund",
-                 retry=Retry(attempts=4, backoff_seconds=0.05, on=(GatewayTimeout,),
-                             exhausted=PaymentUnavailable.code)),
-            Step("schedule_shipment", "shipping", action="shipping.schedule", compensation="shipping.cancel"),
-            # The point of no return: nothing after it can fail.
-            Step("confirm_order", "orders", action="orders.confirm_order"),
-        ),
-    )
-)
+# The orders service keeps the saga instances: its own steps (create, confirm) run inside the orchestrator's
+# transaction, the others are commands to their service's queue.
+ORDER_SAGA = register(SagaDefinition(name="order", service="orders", steps=ORDER_STEPS))

@@ -10,18 +10,19 @@ from rest_framework import serializers
 
 from inventory.selectors import product_prices
 from orders.models import Order
+from shop.serializers import FieldsBuiltOnce
 
 
-class OrderLineInputSerializer(serializers.Serializer):
+class OrderLineInputSerializer(FieldsBuiltOnce):
     sku = serializers.CharField(max_length=32)
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
 
 
-class PaymentInputSerializer(serializers.Serializer):
+class PaymentInputSerializer(FieldsBuiltOnce):
     token = serializers.CharField(max_length=64)
 
 
-class AddressSerializer(serializers.Serializer):
+class AddressSerializer(FieldsBuiltOnce):
     name = serializers.CharField(max_length=200)
     line1 = serializers.CharField(max_length=200)
     city = serializers.CharField(max_length=100)
@@ -29,7 +30,7 @@ class AddressSerializer(serializers.Serializer):
     country = serializers.RegexField(r"^[A-Z]{2}$", help_text="ISO 3166-1 alpha-2, upper case")
 
 
-class OrderCreateSerializer(serializers.Serializer):
+class OrderCreateSerializer(FieldsBuiltOnce):
     lines = OrderLineInputSerializer(many=True, allow_empty=False, max_length=settings.ORDER_MAX_LINES)
     payment = PaymentInputSerializer()
     shipping_address = AddressSerializer()

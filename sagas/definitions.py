@@ -1,41 +1,32 @@
 """How a saga is declared: a list of steps, each an action and its compensation.
 
-The engine knows nothing of orders; a definition names Celery tasks (participants) by name and says,
-per step, how transient failures are retried. Business failures (shop.errors.BusinessError) always start
-compensation at once.
+The engine knows nothing of orders: a definition is a name, the service whose database keeps its instances,
+and a tuple of shop.steps.Step (the same tuple every other coordinator of the flow runs). Each step's action
+and compensation become a Celery task named `<service>.<function name>` on the service's queue
+(sagas.participants.participant_tasks); the step says how its transient failures are retried. Business
+failures (shop.errors.BusinessError) always start compensation at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from shop.errors import TransientError
+from shop.steps import Retry, Step, StepFunction
 
-
-@dataclass(frozen=True)
-class Retry:
-    """Retry an action on these transient errors, with exponential backoff, then give up as `exhausted`."""
-
-    attempts: int = 1
-    backoff_seconds: float = 0.05
-    on: tuple[type[TransientError], ...] = (TransientError,)
-    exhausted: str = "step_failed"
-
-    def delay(self, attempt: int) -> float:
-        """Backoff before attempt number `attempt` (2, 3, ...)."""
-        return self.backoff_seconds * 2 ** (attempt - 2)
-
-    def retries(self, code: str) -> bool:
-        return any(cls.code == code for cls in self.on)
+__all__ = ["Retry", "SagaDefinition", "Step", "all_definitions", "command_task", "get_definition", "register",
+           "task_name"]
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    service: str
-    action: str | None  # Celery task name; None for a step done in the transaction that starts the saga
-    compensation: str | None = None
-    retry: Retry = field(default_factory=Retry)
+def task_name(step: Step, function: StepFunction) -> str:
+    """The Celery task that runs `function` for `step`: `<service>.<function name>`, routed to the service's
+    queue (e.g. inventory.reserve_stock). Messages already in outboxes and queues name their task this way."""
+    return f"{step.service}.{function.__name__}"
+
+
+def command_task(step: Step, direction: str) -> str | None:
+    """The task of a step's action ("action") or compensation (any other direction); None when it has none."""
+    function = step.action if direction == "action" else step.compensation
+    return None if function is None else task_name(step, function)
 
 
 @dataclass(frozen=True)
@@ -52,6 +43,10 @@ _REGISTRY: dict[str, SagaDefinition] = {}
 
 
 def register(definition: SagaDefinition) -> SagaDefinition:
+    """Make `definition` known by its name, and give every function its steps name a participant task."""
+    from sagas.participants import participant_tasks
+
+    participant_tasks(definition)
     _REGISTRY[definition.name] = definition
     return definition
 

@@ -27,10 +27,11 @@ from django.db import connections, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from sagas.definitions import SagaDefinition, Step, get_definition, register
+from sagas.definitions import SagaDefinition, Step, command_task, get_definition, register
 from sagas.models import OutboxMessage, SagaInstance, SagaStepLog
 from sagas.outbox import outbox_insert_sql
-from shop.errors import BusinessError, TransientError
+from shop.db import fetch, is_conflict, model_columns, model_from_row
+from shop.errors import BusinessError, TransientError, broker_unavailable_errors, database_unavailable_errors
 from shop.routers import service_alias
 
 logger = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ def _send(saga: SagaInstance, definition: SagaDefinition, direction: str,
     in the outbox.
     """
     message, step = _command(saga, definition, direction)
-    task = step.action if direction == Direction.ACTION else step.compensation
+    task = command_task(step, direction)
     assert task is not None
     saga.current_message = message
     if step.service == definition.service and not delay_seconds:
@@ -263,7 +264,7 @@ def _run_local(command: dict, task_name: str, *, using: str) -> dict | None:
         return None
     try:
         with transaction.atomic(using=using):
-            result = handler(data=command["data"], key=command["key"], failure=command.get("failure"))
+            result = handler(data=command["data"], key=command["key"], failure=command.get("failure"), fresh=False)
     except BusinessError as exc:
         return build_reply(command, Outcome.BUSINESS, error=exc)
     except TransientError:
@@ -408,7 +409,7 @@ def _retry_action(saga: SagaInstance, definition: SagaDefinition, context: Conte
 def _resend(saga: SagaInstance, definition: SagaDefinition, context: Context) -> FollowUp:
     message = saga.current_message
     step = definition.step(saga.current_step)
-    task = step.action if message["direction"] == Direction.ACTION else step.compensation
+    task = command_task(step, message["direction"])
     saga.resends += 1
     _log(saga, definition, step=saga.current_step, direction=message["direction"], attempt=saga.attempt,
          outcome=Outcome.RESENT, message_id=message["id"])
@@ -540,7 +541,7 @@ WITH claim AS (
     INSERT INTO sagas_inboxmessage (message_id, consumer, received_at) VALUES (%s::uuid, %s, now())
     ON CONFLICT (consumer, message_id) DO NOTHING RETURNING id
 )
-SELECT sagas_sagainstance.*, EXISTS (SELECT 1 FROM claim) AS claimed
+SELECT EXISTS (SELECT 1 FROM claim) AS claimed, {columns}
 FROM sagas_sagainstance WHERE id = %s::uuid FOR UPDATE
 """
 
@@ -561,13 +562,14 @@ def handle_reply(reply: dict) -> str:
     alias = orchestrator_alias(definition)
     with transaction.atomic(using=alias, durable=True):
         # One round trip: record the reply in the inbox and lock its saga.
-        found = list(SagaInstance.objects.raw(CLAIM_AND_LOCK_SQL, [reply["id"], ORCHESTRATOR, reply["saga_id"]])
-                     .using(alias))
+        found = fetch(using=alias, sql=CLAIM_AND_LOCK_SQL.format(columns=model_columns(SagaInstance)),
+                      params=[reply["id"], ORCHESTRATOR, reply["saga_id"]])
         if not found:
             raise PoisonMessage(f"no saga {reply['saga_id']}")  # rolls the inbox claim back with it
-        saga = found[0]
-        if not saga.claimed:
+        claimed, *row = found[0]
+        if not claimed:
             return "duplicate"
+        saga = model_from_row(SagaInstance, using=alias, row=row)
         event, context = _receive(saga, definition, reply)
         record_only = TABLE.get((saga.state, event), Transition(None, Effect.FINISH)).effect == Effect.RECORD
         apply(saga, definition, event, context)
@@ -627,9 +629,6 @@ def connection_lost(exc: BaseException) -> bool:
     """Whether `exc` means a dependency is unreachable (the database, or Redis, which also holds the payment
     gateway's memory) as opposed to one bad row, statement or message: waiting, not giving up, is the cure.
     A deadlock, serialization failure or lock timeout is an OperationalError too, but not a lost connection."""
-    from shop.db import is_conflict
-    from shop.errors import broker_unavailable_errors, database_unavailable_errors
-
     return isinstance(exc, database_unavailable_errors() + broker_unavailable_errors()) and not is_conflict(exc)
 
 

@@ -1,13 +1,13 @@
 """Saga participants: a Celery task per command, made idempotent and race-safe by the engine, not by the
 participant's own code.
 
-    @participant_task(service="inventory", name="inventory.reserve_stock")
-    def reserve_stock(*, data: dict, key: str, failure: dict | None) -> dict | None:
-        ...
+The tasks are not written by hand: every action and compensation a saga definition's steps name (plain
+functions with the one signature of shop.steps) becomes a task `<service>.<function name>` when the
+definition is registered (`participant_tasks`), consuming from the service's queue.
 
 In one transaction of the service's own database the task records the message in its inbox, takes the
-step's guard row, runs the handler (inside a savepoint, so a failure undoes the effect but keeps the
-inbox row), stores the reply and writes it to the outbox. A duplicate delivery finds the inbox row and
+step's guard row, runs the handler, stores the reply and writes it to the outbox (a failure rolls all of it
+back and is answered from a transaction of its own). A duplicate delivery finds the inbox row and
 re-sends the stored reply, changing nothing. The guard row (sagas.models.StepGuard, keyed by the step's
 `{saga_id}:{step}`) is shared by a step's action and its compensation: a compensation leaves a tombstone,
 and an action that arrives after it does nothing and answers "compensated".
@@ -19,7 +19,6 @@ can never be handled (malformed, unknown saga) or that fails on every try goes t
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from monitoring import metrics
+from sagas.definitions import SagaDefinition, all_definitions, task_name
 from sagas.engine import (
     COMMAND_FIELDS,
     ORCHESTRATOR,
@@ -142,12 +142,9 @@ def handle_command(*, service: str, message: dict, handler: Handler) -> dict:
 
 
 def _call(handler: Handler, message: dict, *, fresh: bool) -> dict | None:
-    kwargs = {"data": message["data"], "key": message["key"], "failure": message.get("failure")}
-    if handler in FRESH_AWARE:
-        # The guard row was created by this very transaction: no effect under this key exists yet, so the
-        # handler may skip looking for one.
-        kwargs["fresh"] = fresh
-    return handler(**kwargs)
+    # `fresh`: the guard row was created by this very transaction, so no effect under this key exists yet and
+    # the handler may skip looking for one.
+    return handler(data=message["data"], key=message["key"], failure=message.get("failure"), fresh=fresh)
 
 
 # One failure log per consumer and process: an outage is reported once per period, not once per message.
@@ -228,30 +225,33 @@ def _dead_letter(alias: str, consumer: str, task: str, queue: str, message: Any,
 # Every participant's handler by task name: the orchestrator runs its own service's steps in-process, and
 # tests call handlers directly. Kept here rather than on the Celery task object, which an app may rebuild.
 HANDLERS: dict[str, Handler] = {}
-# Handlers that take `fresh` (the step's key was never used in this participant before).
-FRESH_AWARE: set[Handler] = set()
 
 
 def participant_handler(name: str) -> Handler | None:
     if name not in HANDLERS:
-        # A process that has not imported the apps' task modules yet (outside a worker).
-        from django.utils.module_loading import autodiscover_modules
-
-        autodiscover_modules("tasks")
+        all_definitions()  # a process that has not imported the saga definitions yet (outside a worker)
     return HANDLERS.get(name)
 
 
-def participant_task(*, service: str, name: str) -> Callable[[Handler], object]:
-    def decorator(handler: Handler) -> object:
-        HANDLERS[name] = handler
-        if "fresh" in inspect.signature(handler).parameters:
-            FRESH_AWARE.add(handler)
+def participant_tasks(definition: SagaDefinition) -> None:
+    """A Celery task for every action and compensation of `definition`'s steps, named by sagas.definitions.
+    task_name. Definitions that share a step share its task; two functions under one name are refused."""
+    for step in definition.steps:
+        for function in (step.action, step.compensation):
+            if function is None:
+                continue
+            name = task_name(step, function)
+            known = HANDLERS.get(name)
+            if known is None:
+                _participant_task(service=step.service, name=name, handler=function)
+            elif known is not function:
+                raise ValueError(f"task {name} would run both {known.__qualname__} and {function.__qualname__}")
 
-        @shared_task(name=name, acks_late=True)
-        def task(message: dict) -> None:
-            consume(consumer=service, task=name, queue=service, message=message,
-                    run=lambda m: handle_command(service=service, message=m, handler=handler))
 
-        return task
+def _participant_task(*, service: str, name: str, handler: Handler) -> None:
+    HANDLERS[name] = handler
 
-    return decorator
+    @shared_task(name=name, acks_late=True)
+    def task(message: dict) -> None:
+        consume(consumer=service, task=name, queue=service, message=message,
+                run=lambda m: handle_command(service=service, message=m, handler=handler))

@@ -3,7 +3,8 @@
 `settings/` (split by concern, every value read from the environment in `env`), `urls`, `wsgi`, the Celery app
 (`celery`, with `broker`'s Redis transport), the database router (`routers`), problem+json answers
 (`problems`) for the typed failures of `errors`, retries around transactions (`db`), the shared Redis client
-(`redis`), capped backoff for long-running processes (`backoff`), the token endpoint (`api`) and helpers for
+(`redis`), capped backoff for long-running processes (`backoff`), the mode-neutral type of a flow's steps
+(`steps`), the token endpoint (`api`) and helpers for
 tests (`testing`, `tests/outages`). The services are their own apps; how processes are started is `runtime/`.
 """
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from django.conf import settings
@@ -15,6 +16,9 @@ from django.db import OperationalError, connections
 from psycopg import errors as pg_errors
 
 from shop.errors import ConcurrencyConflict
+
+if TYPE_CHECKING:
+    from django.db.models import Model
 
 T = TypeVar("T")
 
@@ -69,3 +73,27 @@ def fetch(*, using: str, sql: str, params: Sequence[Any] | Mapping[str, Any]) ->
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
+
+
+def model_columns(model: type[Model]) -> str:
+    """The select list of `model`'s columns, in the order `model_from_row` reads them."""
+    return _loading(model)[0]
+
+
+def model_from_row(model: type[Model], *, using: str, row: Sequence[Any]) -> Model:
+    """An instance of `model` from a row selected with `model_columns`, values converted as the ORM would
+    (JSON decoded, ...): what `Model.objects.raw()` returns, without its per-row bookkeeping."""
+    _, names, converters = _loading(model)
+    values = list(row)
+    for index, convert in converters:
+        values[index] = convert(values[index], None, connections[using])
+    return model.from_db(using, names, values)
+
+
+@cache
+def _loading(model: type[Model]) -> tuple[str, list[str], list[tuple[int, Callable[..., Any]]]]:
+    fields = model._meta.concrete_fields
+    columns = ", ".join(f'{model._meta.db_table}."{field.column}"' for field in fields)
+    converters = [(index, field.from_db_value) for index, field in enumerate(fields)
+                  if hasattr(field, "from_db_value")]
+    return columns, [field.attname for field in fields], converters

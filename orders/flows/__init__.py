@@ -1,8 +1,9 @@
 """The order flow, coordinated as settings.ORDER_FLOW says. This is the one place that branches on it.
 
-Every flow runs the same services in the same order (create, reserve, charge, ship, confirm); only the
-coordination differs. A flow returns the order: final (CONFIRMED) when it ran synchronously, PENDING when
-it continues in the background. Business failures of a synchronous flow are raised as shop.errors types.
+Every flow is a coordinator over the same steps, declared once in orders/steps.py (create, reserve, charge,
+ship, confirm); only the coordination differs. A flow returns the order: final (CONFIRMED) when it ran
+synchronously, PENDING when it continues in the background. Business failures of a synchronous flow are
+raised as shop.errors types.
 """
 
 from __future__ import annotations

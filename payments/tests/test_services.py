@@ -11,9 +11,10 @@ from django.utils import timezone
 
 from idempotency.models import IdempotencyKey
 from idempotency.services import key_claim, request_fingerprint
-from orders.flows.atomic import _gateway_key
+from orders.flows.atomic import request_key
 from orders.models import Order
 from orders.services import PlaceOrder
+from orders.steps import authorization_key
 from payments import gateway
 from payments.models import Payment, Wallet
 from payments.services import payment_authorize, payment_charge, payment_refund
@@ -110,7 +111,7 @@ def test_a_failed_atomic_order_voids_its_hold(atomic, body, status):
     quantity = body["lines"][0]["quantity"]
     command = PlaceOrder(customer_id=customer.pk, lines=[("SKU-A", quantity)], payment_token="tok_ok",
                          request_key="k-failed")
-    key = _gateway_key(command, 1000 * quantity)
+    key = authorization_key(request_key=request_key(command), amount_cents=1000 * quantity)
     reference = gateway.get_redis().get(f"gateway:key:{key}").decode()
     assert gateway.state(reference) == gateway.VOIDED
     assert (Payment.objects.count(), _balance(customer)) == (0, 10_000)
@@ -125,7 +126,8 @@ def test_a_retry_after_a_crash_between_hold_and_order_holds_and_charges_once(ato
     IdempotencyKey.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
     command = PlaceOrder(customer_id=customer.pk, lines=[("SKU-A", 1)], payment_token="tok_ok",
                          request_key="k-crash")
-    earlier = payment_authorize(token="tok_ok", amount_cents=1000, key=_gateway_key(command, 1000))
+    key = authorization_key(request_key=request_key(command), amount_cents=1000)
+    earlier = payment_authorize(token="tok_ok", amount_cents=1000, key=key)
 
     response = client.post("/api/v1/orders", body, format="json", HTTP_IDEMPOTENCY_KEY="k-crash")
 

@@ -119,7 +119,8 @@ class Stack:
         self.env = env
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
-        # The settings each process was started with on top of the stack's (a fault test's relay, ...).
+        # The settings each process was started with on top of the stack's (a fault test's relay, ...), and the
+        # modules it was told to import.
         self.overrides: dict[str, dict[str, str]] = {}
 
     def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
@@ -170,11 +171,20 @@ class Stack:
 
     # The standard layout: one worker on every queue, a relay per database, the sweeper.
     def worker(self, name: str = "worker", queues: tuple[str, ...] = QUEUES, *, concurrency: int = 2,
-               loglevel: str = "", **env: str) -> None:
+               loglevel: str = "", include: tuple[str, ...] = (), **env: str) -> None:
+        """`include`: modules the worker imports besides the apps' (a test's own saga definitions)."""
         argv = worker_command(PYTHON, queues, name, concurrency)
         if loglevel:
             argv[argv.index("--loglevel") + 1] = loglevel
+        if include:
+            argv += ["--include", ",".join(include)]
         self.start(name, argv, **env)
+        self._note_include(name, include)
+
+    def _note_include(self, name: str, include: tuple[str, ...]) -> None:
+        # A process told to import a test's modules is not the standard one either.
+        if include:
+            self.overrides[name] = {**self.overrides[name], "--include": ",".join(include)}
 
     def pool_processes(self, name: str) -> list[int]:
         """The pids of a worker's pool processes (the children of its main process)."""
@@ -188,8 +198,9 @@ class Stack:
         for alias in relay_aliases():
             self.relay(f"relay-{alias}", alias, **env)
 
-    def sweeper(self) -> None:
-        self.start("sweeper", sweeper_command(PYTHON))
+    def sweeper(self, include: tuple[str, ...] = ()) -> None:
+        self.start("sweeper", [*sweeper_command(PYTHON), *(f"--include={module}" for module in include)])
+        self._note_include("sweeper", include)
 
     def standard(self) -> None:
         """Make the running set exactly the standard layout (fault tests change it)."""

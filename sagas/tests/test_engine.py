@@ -454,7 +454,7 @@ def test_one_bad_saga_does_not_stop_the_sweep(no_processes):
 def test_a_participant_answers_a_duplicate_with_the_stored_reply(no_processes):
     calls = []
 
-    def handler(*, data: dict, key: str, failure: dict | None) -> dict:
+    def handler(*, data: dict, key: str, failure: dict | None, fresh: bool) -> dict:
         calls.append(key)
         return {"n": len(calls)}
 
@@ -473,7 +473,7 @@ def test_a_handler_that_keeps_crashing_is_dead_lettered_after_every_try(no_proce
     settings.SAGA_MESSAGE_ATTEMPTS = 2
     calls = []
 
-    def handler(*, data: dict, key: str, failure: dict | None) -> dict:
+    def handler(*, data: dict, key: str, failure: dict | None, fresh: bool) -> dict:
         calls.append(key)
         raise RuntimeError("bug in the handler")
 

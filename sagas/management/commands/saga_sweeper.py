@@ -3,6 +3,7 @@ import signal
 import threading
 import time
 from datetime import timedelta
+from importlib import import_module
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -25,8 +26,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--once", action="store_true", help="sweep once and exit")
+        parser.add_argument("--include", action="append", default=[], metavar="MODULE",
+                            help="import MODULE first: it registers saga definitions of its own (as a Celery "
+                                 "worker's --include does); may be repeated")
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+        for module in options["include"]:
+            import_module(module)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
