@@ -5,7 +5,7 @@ Two kinds of figures:
 - **Per request**, counted by the web process that answered (`RequestMetricsMiddleware`): one histogram by
   view, method and status (its `_count` is the request count), and the idempotency replays (answers that
   carry `Idempotent-Replayed: true`). Under gunicorn every worker is its own process: prometheus_client's
-  multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set up by monitoring/gunicorn.py) adds them up at scrape time.
+  multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set up by runtime/gunicorn_config.py) adds them up at scrape time.
   The middleware costs one dictionary lookup and one histogram observation per request (a few microseconds;
   README, "Operations").
 - **The shop's state**, computed from the databases at scrape time by `ShopCollector`, so they hold across

@@ -25,9 +25,10 @@ def relay_aliases(service_urls: dict[str, str] | None = None) -> list[str]:
 
 
 def web_command(python: str, host: str, port: int | str, workers: int | str) -> list[str]:
-    # monitoring.gunicorn: /metrics adds up every gunicorn worker's request figures.
-    return [python, "-m", "gunicorn", "shop.wsgi:application", "-c", "python:monitoring.gunicorn", "--bind",
-            f"{host}:{port}", "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "5"]
+    # runtime.gunicorn_config: gunicorn's own answers as problem+json, no control socket, and the multiprocess
+    # folder through which /metrics adds up every worker's request figures.
+    return [python, "-m", "gunicorn", "shop.wsgi:application", "-c", "python:runtime.gunicorn_config", "--bind",
+            f"{host}:{port}", "--workers", str(workers)]
 
 
 FLOWER_PORT = 5555

@@ -53,7 +53,7 @@ def test_the_launcher_runs_the_same_list_and_flower_on_request(monkeypatch) -> N
     assert list(commands) == ["web", "worker-replies", "worker-commands", "relay-default", "sweeper", "flower"]
     assert commands["flower"] == [PYTHON, "-m", "celery", "-A", "shop", "flower", "--address=127.0.0.1",
                                   "--port=5555"]
-    assert "python:monitoring.gunicorn" in commands["web"]
+    assert "python:runtime.gunicorn_config" in commands["web"]
     assert all("--task-events" in commands[name] and "--without-heartbeat" not in commands[name]
                for name in ("worker-replies", "worker-commands"))
     assert list(process_commands("127.0.0.1", 8000, flow="atomic")) == ["web"]

@@ -7,3 +7,4 @@ from .idempotency import *  # noqa: F403
 from .monitoring import *  # noqa: F403
 from .orderflow import *  # noqa: F403
 from .sagas import *  # noqa: F403
+from .security import *  # noqa: F403
