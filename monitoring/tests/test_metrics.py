@@ -166,3 +166,21 @@ def test_gunicorn_workers_figures_are_added_up(no_processes, tmp_path):
         log.close()
 
     assert counts == {start + 40}, counts
+
+
+def test_production_without_a_token_or_addresses_answers_loopback_only(monkeypatch):
+    """The settings module itself, read as SHOP_ENV=production with neither variable set."""
+    import importlib
+
+    import shop.settings.monitoring as monitoring_settings
+
+    monkeypatch.setenv("SHOP_ENV", "production")
+    monkeypatch.delenv("METRICS_TOKEN", raising=False)
+    monkeypatch.delenv("METRICS_ALLOWED_IPS", raising=False)
+    try:
+        production = importlib.reload(monitoring_settings)
+        assert production.METRICS_TOKEN == ""
+        assert [str(n) for n in production.METRICS_ALLOWED_IPS] == ["127.0.0.0/8", "::1/128"]
+    finally:
+        monkeypatch.undo()
+        importlib.reload(monitoring_settings)

@@ -11,5 +11,6 @@ HEALTH_WORKER_PING_SECONDS = env.get_float("HEALTH_WORKER_PING_SECONDS", 1.0, mi
 # with SHOP_ENV=production.
 METRICS_TOKEN = env.get_str("METRICS_TOKEN")
 METRICS_ALLOWED_IPS = env.get_networks("METRICS_ALLOWED_IPS")
-if not METRICS_TOKEN and not METRICS_ALLOWED_IPS and env.get_str("SHOP_ENV", "development") == "production":
+_PRODUCTION = env.get_choice("SHOP_ENV", "development", env.PROFILES) == "production"
+if not METRICS_TOKEN and not METRICS_ALLOWED_IPS and _PRODUCTION:
     METRICS_ALLOWED_IPS = env.get_networks("METRICS_ALLOWED_IPS", "127.0.0.0/8,::1")
