@@ -34,6 +34,7 @@ from kombu import Producer, Queue
 from monitoring import metrics
 from sagas.models import OutboxMessage
 from shop.backoff import Survivor
+from shop.db import fetch
 from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ METRICS_FLUSH_SECONDS = 1.0
 # RabbitMQ: a publish whose confirm has not come by then fails its batch (published again later).
 CONFIRM_TIMEOUT_SECONDS = 10.0
 RECHECK_SECONDS = 0.05
+NEXT_DUE_SQL = ("SELECT EXTRACT(EPOCH FROM min(available_at) - clock_timestamp())::float "
+                "FROM sagas_outboxmessage WHERE published_at IS NULL")
 CLAIM_SQL = """
 UPDATE sagas_outboxmessage SET published_at = now(), publish_count = publish_count + 1
 WHERE id IN (
@@ -178,13 +181,12 @@ class Relay:
         return total
 
     def _seconds_to_next_due(self) -> float:
-        """How long until the earliest delayed message becomes due (or the poll interval)."""
-        earliest = OutboxMessage.objects.using(self.using).filter(published_at__isnull=True).aggregate(
-            at=Min("available_at")
-        )["at"]
-        if earliest is None:
+        """How long until the earliest delayed message becomes due (or the poll interval). Asked up to 20 times a
+        second while busy: hand-written (shop.db.fetch), the ORM's aggregate cost a tenth of the relay's CPU."""
+        [(seconds,)] = fetch(using=self.using, sql=NEXT_DUE_SQL, params=[])
+        if seconds is None:
             return self.poll_seconds
-        return max(0.0, min(self.poll_seconds, (earliest - timezone.now()).total_seconds()))
+        return max(0.0, min(self.poll_seconds, seconds))
 
     def _listen(self) -> psycopg.Connection:
         params = connections[self.using].get_connection_params()
@@ -228,6 +230,10 @@ class Relay:
             if wait > 0:
                 # Wakes on the first NOTIFY, or after `wait` at the latest.
                 for _ in self._listener.notifies(timeout=wait, stop_after=1):
+                    pass
+                # Then takes every NOTIFY already waiting: their commits came before the claim that follows,
+                # which publishes all their rows, so a burst of commits costs one claim instead of one each.
+                for _ in self._listener.notifies(timeout=0):
                     pass
 
     @staticmethod
