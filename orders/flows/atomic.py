@@ -36,7 +36,7 @@ SYNCHRONOUS = True
 def place_order(command: PlaceOrder, *, steps: tuple[Step, ...] = ORDER_STEPS) -> Order:
     command = order_priced(command=command)  # the amount held is the amount the order records
     data = order_data(command=command, amount_cents=order_total(command=command))
-    held = _take_holds(steps, data, key=request_key(command))
+    held = take_holds(steps, data, key=request_key(command))
     try:
         order = retry_on_conflict(lambda: _place(command, steps, data))
     except IntegrityError:
@@ -44,14 +44,14 @@ def place_order(command: PlaceOrder, *, steps: tuple[Step, ...] = ORDER_STEPS) -
         # (same keys): they are theirs to settle, not ours to release.
         raise
     except BaseException:
-        _release(held, data)  # rolled back: nothing was recorded against the holds
+        release_holds(held, data)  # rolled back: nothing was recorded against the holds
         raise
     for hold in held:
         hold.settle(data=data)
     return order
 
 
-def _take_holds(steps: tuple[Step, ...], data: Data, *, key: str) -> list[Hold]:
+def take_holds(steps: tuple[Step, ...], data: Data, *, key: str) -> list[Hold]:
     """Take each step's hold, in step order, adding what it returns to `data`; on a failure release the ones
     taken before it."""
     held: list[Hold] = []
@@ -60,12 +60,12 @@ def _take_holds(steps: tuple[Step, ...], data: Data, *, key: str) -> list[Hold]:
             data.update(hold.take(data=data, key=key) or {})
             held.append(hold)
     except BaseException:
-        _release(held, data)
+        release_holds(held, data)
         raise
     return held
 
 
-def _release(held: list[Hold], data: Data) -> None:
+def release_holds(held: list[Hold], data: Data) -> None:
     for hold in reversed(held):
         hold.release(data=data)
 

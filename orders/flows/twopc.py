@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from orders.flows.atomic import _release, _take_holds, request_key
+from orders.flows.atomic import release_holds, request_key, take_holds
 from orders.models import Order
 from orders.services import PlaceOrder, order_create, order_priced, order_total
 from orders.steps import ORDER_STEPS, Data, order_data
@@ -70,7 +70,7 @@ class _Undecided(Exception):
 def place_order(command: PlaceOrder, *, steps: tuple[Step, ...] = ORDER_STEPS) -> Order:
     command = order_priced(command=command)  # the amount held is the amount the order records
     data = order_data(command=command, amount_cents=order_total(command=command))
-    held = _take_holds(steps, data, key=request_key(command))
+    held = take_holds(steps, data, key=request_key(command))
     try:
         # A lock wait past the timeout is answered at once (503 with Retry-After): retrying here would only hold
         # the client for several timeouts behind the same prepared branch.
@@ -83,7 +83,7 @@ def place_order(command: PlaceOrder, *, steps: tuple[Step, ...] = ORDER_STEPS) -
         raise DependencyUnavailable("The order's outcome is being resolved; retry with the same Idempotency-Key."
                                     ) from undecided.__cause__
     except BaseException:
-        _release(held, data)
+        release_holds(held, data)
         raise
     for hold in held:
         hold.settle(data=data)
