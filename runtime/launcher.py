@@ -110,6 +110,10 @@ def process_commands(host: str, port: int, *, flow: str, per_service_workers: bo
         from sagas.processes import saga_process_commands
 
         commands.update(saga_process_commands(PYTHON, per_service_workers=per_service_workers))
+    elif flow == "choreography":
+        from sagas.processes import choreography_process_commands
+
+        commands.update(choreography_process_commands(PYTHON, per_service_workers=per_service_workers))
     return commands
 
 

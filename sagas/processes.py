@@ -66,3 +66,24 @@ def saga_process_commands(python: str, *, per_service_workers: bool = False, con
         commands[f"relay-{alias}"] = relay_command(python, alias)
     commands["sweeper"] = sweeper_command(python)
     return commands
+
+
+def choreography_sweeper_command(python: str) -> list[str]:
+    return [python, "manage.py", "choreography_sweeper"]
+
+
+def choreography_process_commands(python: str, *, per_service_workers: bool = False,
+                                  concurrency: int = 4) -> dict[str, list[str]]:
+    """The processes of ORDER_FLOW=choreography: the same workers on the services' queues (no orchestrator,
+    so nothing consumes `sagas`: one worker takes the service queues with every process, or one per queue),
+    one outbox relay per database, and the choreography sweeper in place of the saga one."""
+    commands: dict[str, list[str]] = {}
+    if per_service_workers:
+        for queue in COMMAND_QUEUES:
+            commands[f"worker-{queue}"] = worker_command(python, (queue,), queue, max(1, concurrency // 2))
+    else:
+        commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", concurrency)
+    for alias in relay_aliases():
+        commands[f"relay-{alias}"] = relay_command(python, alias)
+    commands["sweeper"] = choreography_sweeper_command(python)
+    return commands

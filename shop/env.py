@@ -10,7 +10,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-ORDER_FLOWS = ("atomic", "saga")
+ORDER_FLOWS = ("atomic", "saga", "choreography")
 SERVICES = ("orders", "payments", "inventory", "shipping")
 
 
