@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from sagas.engine import saga_retry
-from sagas.models import DeadLetter, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
+from sagas.models import DeadLetter, EventRecord, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
 from sagas.selectors import outbox_stats
 from sagas.services import dead_letter_redrive
 
@@ -121,4 +121,17 @@ class StepGuardAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in StepGuard._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(EventRecord)
+class EventRecordAdmin(admin.ModelAdmin):
+    """The choreographies' trace rows: an emission (no consumer) or a delivery, with its count."""
+
+    list_display = ["at", "flow", "flow_id", "event", "service", "consumer", "deliveries"]
+    list_filter = ["flow", "event", "service", "consumer"]
+    search_fields = ["=flow_id"]
+    readonly_fields = [f.name for f in EventRecord._meta.fields]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False

@@ -325,17 +325,22 @@ def handle_event(*, service: str, message: dict) -> str:
 
 # --- the sweeper's part -------------------------------------------------------------------------------------
 
-def last_event_at(*, choreography: Choreography, flow_ids: list[str]) -> dict[str, datetime]:
-    """The time of the latest emission or first delivery of each flow, over every database."""
+def last_event_at(*, choreography: Choreography, flow_ids: list[str]) -> tuple[dict[str, datetime], set[str]]:
+    """The time of the latest emission or first delivery of each flow, over every database; and the flows
+    already timed out."""
     latest: dict[str, datetime] = {}
+    timed_out: set[str] = set()
     for alias in settings.DATABASES:
         with connections[alias].cursor() as cursor:
-            cursor.execute(f"SELECT flow_id, max(at) FROM {EventRecord._meta.db_table} "
-                           "WHERE flow = %s AND flow_id = ANY(%s) GROUP BY flow_id", [choreography.name, flow_ids])
-            for flow_id, at in cursor.fetchall():
+            cursor.execute(f"SELECT flow_id, max(at), bool_or(event = %s AND consumer = '') "
+                           f"FROM {EventRecord._meta.db_table} WHERE flow = %s AND flow_id = ANY(%s) GROUP BY flow_id",
+                           [choreography.timed_out, choreography.name, flow_ids])
+            for flow_id, at, was_timed_out in cursor.fetchall():
                 if flow_id not in latest or at > latest[flow_id]:
                     latest[flow_id] = at
-    return latest
+                if was_timed_out:
+                    timed_out.add(flow_id)
+    return latest, timed_out
 
 
 FENCE_SQL = f"""
@@ -369,10 +374,14 @@ def choreography_time_out(*, choreography: Choreography, flow_id: str, data: dic
 
 
 def flows_quiet(*, choreography: Choreography, flow_ids: list[str], deadline: timedelta) -> dict[str, float]:
-    """Of `flow_ids`, those with no event for longer than `deadline`: seconds since their last one."""
+    """Of `flow_ids`, those with no event for longer than `deadline`: seconds since their last one.
+
+    A flow timed out once is not timed out again: its undo chain is in outboxes and queues already, and each
+    compensation retries itself until it succeeds; a second chain would only repeat it (harmlessly)."""
     now = timezone.now()
-    latest = last_event_at(choreography=choreography, flow_ids=flow_ids)
-    return {flow_id: (now - at).total_seconds() for flow_id, at in latest.items() if now - at > deadline}
+    latest, timed_out = last_event_at(choreography=choreography, flow_ids=flow_ids)
+    return {flow_id: (now - at).total_seconds() for flow_id, at in latest.items()
+            if now - at > deadline and flow_id not in timed_out}
 
 
 def trace(*, choreography: Choreography, flow_id: str) -> list[dict]:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from django.urls import reverse
 
 from inventory.models import Product, Reservation
 from operations.audit import run_audit
@@ -203,7 +204,7 @@ def test_the_idempotency_key_contract_holds(choreo, world):
     assert_audit_clean(choreo)
 
 
-def test_an_order_gone_quiet_is_timed_out_and_undone_by_events(choreo, world):
+def test_an_order_gone_quiet_is_timed_out_and_undone_by_events(choreo, world, admin_client):
     """The shipping queue unconsumed: PaymentCaptured waits. Past the deadline the sweeper fences the
     confirmation and emits OrderTimedOut; once shipping runs again, its late shipment is cancelled, the
     payment refunded, the stock released, and the order FAILED `timed_out`."""
@@ -228,6 +229,11 @@ def test_an_order_gone_quiet_is_timed_out_and_undone_by_events(choreo, world):
     assert not Shipment.objects.filter(order_id=order["id"], status=Shipment.Status.SCHEDULED).exists()
     assert Product.objects.get(sku="SKU-A").on_hand == 5
     assert Wallet.objects.get(customer_id=world["customer"].pk).balance_cents == 100_000
+    # The admin shows why: the order's trace, the sweeper's event among the others, each with its deliveries.
+    page = admin_client.get(reverse("admin:orders_order_change", args=[order["id"]])).content.decode()
+    assert "timed_out" in page and "CHOREOGRAPHY_DEADLINE_SECONDS" in page
+    assert page.index("PaymentCaptured") < page.index("OrderTimedOut") < page.index("ShipmentCancelled")
+    assert "inventory (1)" in page
     assert_audit_clean(choreo)
 
 
