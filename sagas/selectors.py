@@ -54,3 +54,16 @@ def saga_states_by_key(*, saga_type: str, key: str) -> dict[int, str]:
         for data, state in SagaInstance.objects.using(_saga_alias()).filter(saga_type=saga_type)
         .values_list("data", "state")
     }
+
+
+def flows_with_events(*, flow: str, events: tuple[str, ...]) -> dict[str, set[str]]:
+    """For a choreography `flow`, which of `events` each flow instance emitted, over every database."""
+    from sagas.models import EventRecord
+
+    found: dict[str, set[str]] = {}
+    for alias in settings.DATABASES:
+        rows = (EventRecord.objects.using(alias).filter(flow=flow, event__in=events, consumer="")
+                .values_list("flow_id", "event"))
+        for flow_id, event in rows:
+            found.setdefault(flow_id, set()).add(event)
+    return found
