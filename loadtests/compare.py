@@ -82,6 +82,8 @@ def missing_pieces(mode: str) -> list[str]:
     needed = [f"orders/flows/{mode}.py"]
     if mode == "saga":
         needed += ["sagas/processes.py", "sagas/selectors.py"]
+    if mode == "choreography":
+        needed += ["sagas/choreography.py", "orders/choreography.py"]
     # By file, not by import: importing orders.flows would need Django set up in this process.
     return [path for path in needed if not (REPO_ROOT / path).is_file()]
 
