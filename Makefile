@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint audit seed shell clean-data compare bench-saga bench
+.PHONY: run test lint audit seed shell clean-data compare bench-saga bench schema-fuzz
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-saga: $(VENV)/.installed
 .PHONY: chaos
 chaos: $(VENV)/.installed
 	$(PY) -m loadtests.chaos $(ARGS)
+
+# Schemathesis against the live schema, atomic then saga, on a database of its own (loadtests/schema_fuzz.py);
+# exits 1 on any 5xx or answer the schema does not describe. About a minute. EXAMPLES= per operation.
+schema-fuzz: $(VENV)/.installed
+	$(PY) -m runtime.launcher exec -- $(PY) -m loadtests.schema_fuzz$(if $(EXAMPLES), --examples $(EXAMPLES)) $(ARGS)
 
 clean-data:
 	rm -rf .data

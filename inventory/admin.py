@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from inventory.models import Product, Reservation
+from shop.admin import ReadOnlyAdmin
 
 
 @admin.register(Product)
@@ -11,8 +12,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(ReadOnlyAdmin):
     list_display = ["id", "order_id", "status", "units", "created_at", "released_at"]
     list_filter = ["status"]
     search_fields = ["=order_id", "key"]
-    readonly_fields = ["order_id", "key", "status", "lines", "created_at", "released_at"]

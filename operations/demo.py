@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from idempotency.services import keys_reset
 from inventory.services import inventory_reset, products_seed
@@ -17,6 +16,7 @@ from orders.services import orders_reset
 from payments.services import payments_reset, wallets_seed
 from sagas.housekeeping import messages_reset
 from shipping.services import shipping_reset
+from shop.auth import token_issue
 
 # Apps that keep per-order state register their reset here. The saga engine's goes first: no saga, command or
 # inbox row may outlive the orders it was about (its tables are emptied in every service database).
@@ -57,7 +57,7 @@ def seed(spec: DemoSpec) -> None:
         user, _ = User.objects.get_or_create(username=username)
         user.set_password(spec.password)
         user.save(update_fields=["password"])
-        Token.objects.get_or_create(user=user)
+        token_issue(user=user)
         customer_ids.append(user.pk)
     wallets_seed(customer_ids=customer_ids, balance_cents=spec.balance_cents)
     products_seed(catalogue=[(product_sku(n), f"Demo product {n}", product_price_cents(n))
@@ -71,4 +71,4 @@ def ensure_admin(*, username: str, password: str) -> str:
     user.is_staff = user.is_superuser = True
     user.set_password(password)
     user.save()
-    return Token.objects.get_or_create(user=user)[0].key
+    return token_issue(user=user).key

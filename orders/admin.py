@@ -1,12 +1,17 @@
 from django.contrib import admin
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from inventory.selectors import reservation_for_order
 from orders.choreography import ORDER_CHOREOGRAPHY
 from orders.models import Order, OrderLine
+from orders.sagas import ORDER_SAGA
 from payments.selectors import payment_for_order
+from sagas.admin import step_name
 from sagas.choreography import trace
+from sagas.selectors import saga_find
 from shipping.selectors import shipment_for_order
+from shop.admin import ReadOnlyAdmin
 
 
 class OrderLineInline(admin.TabularInline):
@@ -29,7 +34,7 @@ def _describe(obj: object | None, *fields: str) -> str:
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     list_display = ["id", "customer_id", "status", "failure_reason", "total_cents", "flow", "created_at",
                     "finalized_at"]
     list_filter = ["status", "failure_reason", "flow"]
@@ -39,8 +44,17 @@ class OrderAdmin(admin.ModelAdmin):
     readonly_fields = [
         "customer_id", "status", "failure_reason", "failure_detail", "total_cents", "payment_token",
         "shipping_address", "flow", "created_at", "updated_at", "finalized_at",
-        "reservation", "payment", "shipment", "event_trace",
+        "saga", "reservation", "payment", "shipment", "event_trace",
     ]
+
+    @admin.display(description="Saga")
+    def saga(self, order: Order) -> str:
+        saga = saga_find(saga_type=ORDER_SAGA.name, key="order_id", value=order.pk)
+        if saga is None:
+            return "-" if order.flow != "saga" else "not started"
+        return format_html('<a href="{}">{}</a> ({}, step {})', reverse("admin:sagas_sagainstance_change",
+                                                                         args=[saga.pk]),
+                           saga.pk, saga.get_state_display(), step_name(saga))
 
     @admin.display(description="Inventory reservation")
     def reservation(self, order: Order) -> str:

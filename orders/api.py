@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -19,9 +20,13 @@ from orders.selectors import order_get_by_request_key, order_get_for_customer, o
 from orders.serializers import OrderCreateSerializer, OrderSerializer
 from orders.services import PlaceOrder
 from shop.db import is_connection_exhausted
+from shop.logs import log_context_add
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, description="Makes a retried POST safe (1-255 chars)."
+    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]{1,255}$"},
+    OpenApiParameter.HEADER, required=settings.IDEMPOTENCY_KEY_REQUIRED,
+    description="Makes a retried POST safe: 1-255 printable ASCII characters, a fresh one per order (DESIGN.md "
+                "section 5). A repeat with the same key and body is answered with the first response.",
 )
 
 
@@ -63,6 +68,7 @@ class OrderListCreateApi(ListAPIView):
         )
         # The order comes back as placed (or as found, for a repeat), lines included: nothing is read again.
         order = _place_once(command, earlier_attempt=claim is not None and claim.resumed)
+        log_context_add(order_id=order.pk)
         body = OrderSerializer(order).data
         if flow_is_synchronous():
             return Response(body, status=status.HTTP_201_CREATED)

@@ -6,6 +6,7 @@
 - `supervisor`: restart a process that dies, with capped, growing backoff, until Ctrl-C / SIGTERM.
 - `embedded`: the pip-installed PostgreSQL and Redis under `.data/`, used when DATABASE_URL / REDIS_URL are unset.
 - `pgadmin`: create and drop databases on a server named by a URL.
+- `gunicorn_config`: the web process's gunicorn settings (its own errors as problem+json, no control socket).
 
 Nothing here is imported by a web request or a worker, except `embedded`'s lookup of a running server
 (`shop.env`), so `manage.py` finds the servers `make run` started.

@@ -102,9 +102,8 @@ def process_commands(host: str, port: int, *, flow: str, per_service_workers: bo
     The flow is an argument rather than read from settings so a driver (loadtests.compare) can build the
     commands for each mode in turn without setting Django up in its own process."""
     commands = {
-        "web": [PYTHON, "-m", "gunicorn", "shop.wsgi:application", "--bind", f"{host}:{port}",
-                "--workers", os.environ.get("WEB_CONCURRENCY", "4"), "--access-logfile", "-",
-                "--graceful-timeout", "5"],
+        "web": [PYTHON, "-m", "gunicorn", "shop.wsgi:application", "-c", "python:runtime.gunicorn_config",
+                "--bind", f"{host}:{port}", "--workers", os.environ.get("WEB_CONCURRENCY", "4")],
     }
     if flow == "saga":
         from sagas.processes import saga_process_commands
@@ -117,7 +116,26 @@ def process_commands(host: str, port: int, *, flow: str, per_service_workers: bo
     return commands
 
 
+def settings_problem() -> str | None:
+    """What is wrong with the settings the environment gives (ORDER_FLOW=bogus, SHOP_ENV=production without
+    SECRET_KEY, ...), found before any server starts; None when nothing is. Checked in a child process with
+    stand-in server URLs, since the real ones exist only once the embedded servers run."""
+    code = ("from django.core.exceptions import ImproperlyConfigured\n"
+            "try:\n    import shop.settings\n"
+            "except ImproperlyConfigured as exc:\n    print(exc)\n    raise SystemExit(2)")
+    stand_ins = {"DATABASE_URL": "postgresql://settings-check/settings-check", "REDIS_URL": "redis://settings-check/0"}
+    result = subprocess.run([PYTHON, "-c", code], cwd=REPO_ROOT, env={**stand_ins, **os.environ},
+                            capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    return result.stdout.strip() or (result.stderr.strip().splitlines() or ["the settings do not load"])[-1]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    problem = settings_problem()
+    if problem:
+        print(f"[shop] cannot start: {problem}", file=sys.stderr, flush=True)
+        return 2
     with services():
         from shop.env import SERVICES
 
@@ -128,11 +146,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _django_setup()
         from django.conf import settings
 
+        base = f"http://{args.host}:{args.port}"
+        if not settings.DEMO_ADMIN:
+            # Production: no demo customers, no superuser with a known password, no credential on the terminal.
+            print(f"\n  Shop running ({settings.ORDER_FLOW} flow, production profile) on {base}\n"
+                  "  No demo data or superuser: `manage.py createsuperuser`, `manage.py seed` if wanted.\n", flush=True)
+            return supervise(process_commands(args.host, args.port, flow=settings.ORDER_FLOW))
         _first_time_seed()
         from operations.demo import ensure_admin
 
         token = ensure_admin(username="admin", password=args.admin_password)
-        base = f"http://{args.host}:{args.port}"
         print(
             f"\n  Shop running ({settings.ORDER_FLOW} flow) on {base}\n"
             f"  Admin:    {base}/admin/   login admin / {args.admin_password}\n"

@@ -1,12 +1,24 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
+from sagas.definitions import get_definition
 from sagas.engine import saga_retry
 from sagas.models import DeadLetter, EventRecord, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
 from sagas.selectors import outbox_stats
 from sagas.services import dead_letter_redrive
+from shop.admin import ReadOnlyAdmin
+
+
+def step_name(saga: SagaInstance) -> str:
+    """The saga's current step by name ("3 charge_payment"), as its definition calls it."""
+    try:
+        return f"{saga.current_step} {get_definition(saga.saga_type).step(saga.current_step).name}"
+    except (KeyError, IndexError):
+        return str(saga.current_step)
 
 
 class SagaStepLogInline(admin.TabularInline):
@@ -24,19 +36,30 @@ class SagaStepLogInline(admin.TabularInline):
 
 
 @admin.register(SagaInstance)
-class SagaInstanceAdmin(admin.ModelAdmin):
-    list_display = ["id", "saga_type", "state", "current_step", "attempt", "resends", "order_id", "failure_code",
+class SagaInstanceAdmin(ReadOnlyAdmin):
+    list_display = ["id", "saga_type", "state", "step", "attempt", "resends", "order_id", "failure_code",
                     "created_at", "finished_at"]
     list_filter = ["state", "saga_type"]
     search_fields = ["=id"]
     date_hierarchy = "created_at"
     inlines = [SagaStepLogInline]
-    readonly_fields = [f.name for f in SagaInstance._meta.fields]
+    readonly_fields = ["step", "order_id", *(f.name for f in SagaInstance._meta.fields)]
     actions = ["retry_parked"]
+
+    @admin.display(description="current step")
+    def step(self, saga: SagaInstance) -> str:
+        return step_name(saga)
 
     @admin.display(description="order")
     def order_id(self, saga: SagaInstance) -> object:
-        return saga.data.get("order_id")
+        order_id = saga.data.get("order_id")
+        if order_id is None:
+            return "-"
+        try:
+            return format_html('<a href="{}">{}</a>', reverse("admin:orders_order_change", args=[order_id]),
+                               order_id)
+        except NoReverseMatch:
+            return order_id
 
     @admin.display(description="failure")
     def failure_code(self, saga: SagaInstance) -> str:
@@ -53,12 +76,11 @@ class SagaInstanceAdmin(admin.ModelAdmin):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "task", "queue", "message_id", "created_at", "available_at", "published_at",
                     "publish_count"]
     list_filter = ["queue", "task", ("published_at", admin.EmptyFieldListFilter)]
     search_fields = ["=message_id"]
-    readonly_fields = [f.name for f in OutboxMessage._meta.fields]
     actions = ["republish"]
 
     def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
@@ -78,26 +100,21 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(InboxMessage)
-class InboxMessageAdmin(admin.ModelAdmin):
+class InboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["message_id", "consumer", "received_at"]
     list_filter = ["consumer"]
     search_fields = ["=message_id"]
-    readonly_fields = [f.name for f in InboxMessage._meta.fields]
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ReadOnlyAdmin):
     """Messages no delivery could handle. Fix the cause, then re-drive: the message goes back through the
     outbox to its queue, unchanged (its consumer's inbox still deduplicates it)."""
 
     list_display = ["id", "created_at", "consumer", "task", "message_id", "deliveries", "short_error", "redriven_at"]
     list_filter = ["consumer", "task", ("redriven_at", admin.EmptyFieldListFilter)]
     search_fields = ["=message_id"]
-    readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ["redrive"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     @admin.display(description="error")
     def short_error(self, letter: DeadLetter) -> str:
@@ -114,24 +131,16 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 
 @admin.register(StepGuard)
-class StepGuardAdmin(admin.ModelAdmin):
+class StepGuardAdmin(ReadOnlyAdmin):
     list_display = ["key", "consumer", "state", "updated_at"]
     list_filter = ["consumer", "state"]
     search_fields = ["key"]
-    readonly_fields = [f.name for f in StepGuard._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
 
 @admin.register(EventRecord)
-class EventRecordAdmin(admin.ModelAdmin):
+class EventRecordAdmin(ReadOnlyAdmin):
     """The choreographies' trace rows: an emission (no consumer) or a delivery, with its count."""
 
     list_display = ["at", "flow", "flow_id", "event", "service", "consumer", "deliveries"]
     list_filter = ["flow", "event", "service", "consumer"]
     search_fields = ["=flow_id"]
-    readonly_fields = [f.name for f in EventRecord._meta.fields]
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False

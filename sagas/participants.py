@@ -44,6 +44,7 @@ from sagas.models import DeadLetter, InboxMessage, SagaStepLog, StepGuard
 from sagas.outbox import outbox_insert_sql, outbox_send
 from shop.backoff import Backoff, FailureLog
 from shop.errors import BusinessError, TransientError
+from shop.logs import log_context
 from shop.routers import service_alias
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,19 @@ def consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable
     - PoisonMessage: dead-lettered at once, since no delivery can ever handle it;
     - anything else: tried SAGA_MESSAGE_ATTEMPTS times, then dead-lettered with the error.
     """
+    with log_context(**_message_context(message)):
+        return _consume(consumer=consumer, task=task, queue=queue, message=message, run=run)
+
+
+def _message_context(message: Any) -> dict[str, object]:
+    """The saga and order a message is about, for every line logged while it is handled."""
+    if not isinstance(message, dict):
+        return {}
+    data = message.get("data")
+    return {"saga_id": message.get("saga_id"), "order_id": data.get("order_id") if isinstance(data, dict) else None}
+
+
+def _consume(*, consumer: str, task: str, queue: str, message: Any, run: Callable[[Any], Any]) -> Any:
     alias = _dead_letter_alias(consumer, message)
     failures, waited, backoff, outage = 0, 0.0, Backoff(initial=0.1, cap=5.0), _outage_log(consumer)
     while True:

@@ -46,6 +46,12 @@ def sagas_overdue() -> list[SagaInstance]:
     )
 
 
+def saga_find(*, saga_type: str, key: str, value: object) -> SagaInstance | None:
+    """The saga of `saga_type` whose data holds `value` under `key` (the newest, should there be more)."""
+    return (SagaInstance.objects.using(_saga_alias()).filter(saga_type=saga_type, **{f"data__{key}": value})
+            .order_by("-created_at").first())
+
+
 def saga_states_by_key(*, saga_type: str, key: str) -> dict[int, str]:
     """State of every saga of `saga_type`, by the value its data holds under `key` (the id of what it is about:
     the engine knows no service, so the caller names both)."""

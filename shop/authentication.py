@@ -1,4 +1,5 @@
-"""API token authentication: DRF's TokenAuthentication, with its lookup as one hand-written statement.
+"""API token authentication: DRF's TokenAuthentication, with its lookup as one hand-written statement, and
+tokens that expire (API_TOKEN_TTL_HOURS, shop.auth).
 
 Every authenticated request pays for this lookup, and the ORM's `select_related` query cost more Python time
 than the statement itself (see shop.db.fetch). Same header, same answers, same `request.user` and
@@ -15,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
+from shop.auth import token_expired
 from shop.db import fetch
 
 
@@ -30,6 +32,8 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         token = Token.from_db(using, ["key", "user_id", "created"], [key, user.pk, created])
+        if token_expired(token=token):
+            raise exceptions.AuthenticationFailed("Token has expired; log in again for a new one.")
         token.user = user
         return user, token
 

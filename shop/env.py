@@ -7,15 +7,61 @@ checked, so a typo in a variable fails at start-up instead of silently running s
 from __future__ import annotations
 
 import os
+import socket
 
 from django.core.exceptions import ImproperlyConfigured
 
 ORDER_FLOWS = ("atomic", "saga", "choreography")
 SERVICES = ("orders", "payments", "inventory", "shipping")
+PROFILES = ("development", "production")
 
 
 def get_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
+
+
+def get_required(name: str, *, why: str) -> str:
+    """A variable the production profile cannot start without; the error is one line that names it."""
+    value = get_str(name)
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when SHOP_ENV=production ({why})")
+    return value
+
+
+def get_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated list; blanks around the items and empty items do not count."""
+    return [item.strip() for item in get_str(name, default).split(",") if item.strip()]
+
+
+def get_header_pair(name: str, default: str) -> tuple[str, str] | None:
+    """`Header-Name=value` as Django's (META key, value) pair, e.g. ("HTTP_X_FORWARDED_PROTO", "https")."""
+    raw = get_str(name, default)
+    if not raw:
+        return None
+    header, sep, value = raw.partition("=")
+    if not sep or not header.strip() or not value.strip():
+        raise ImproperlyConfigured(f"{name}={raw!r} is not Header-Name=value (e.g. X-Forwarded-Proto=https)")
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
+def machine_host_names() -> list[str]:
+    """localhost and this machine's own names and addresses: what a request to it can carry as its Host."""
+    names = {"localhost", "127.0.0.1", "[::1]", "testserver"}
+    hostname = socket.gethostname()
+    names.add(hostname)
+    try:
+        for *_, address in socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP):
+            names.add(address[0] if ":" not in address[0] else f"[{address[0]}]")
+    except OSError:
+        pass  # a name that does not resolve: its addresses are simply not added
+    # The address of the interface that reaches other machines (a UDP "connect" sends nothing).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            names.add(probe.getsockname()[0])
+        except OSError:
+            pass  # no route out: only loopback is reachable anyway
+    return sorted(name for name in names if name)
 
 
 def get_bool(name: str, default: bool) -> bool:

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import connections
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -176,3 +176,22 @@ def not_found(request, exception=None) -> JsonResponse:  # type: ignore[no-untyp
     body = problem_body(code="not_found", title="Not found", status=404,
                         detail="No resource at this address.", instance=request.get_full_path())
     return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def bad_request(request, exception=None) -> JsonResponse:  # type: ignore[no-untyped-def]
+    """Django's own 400s, raised before any view (a Host header not in ALLOWED_HOSTS, an oversize form)."""
+    if isinstance(exception, RequestDataTooBig):
+        body = problem_body(code="request_too_large", title="Request too large", status=413,
+                            detail="The request body is too large.", instance=request.path)
+    elif isinstance(exception, DisallowedHost):
+        # request.get_host() is what failed: only the raw header can be named.
+        host = request.META.get("HTTP_HOST", "")
+        body = problem_body(code="bad_host", title="Host not allowed", status=400,
+                            detail=f"The Host header {host[:200]!r} is not one this shop answers to; add it to "
+                                   "ALLOWED_HOSTS (comma-separated) to serve it.", instance=request.path)
+    else:
+        body = problem_body(code="malformed_request", title="Malformed request", status=400,
+                            detail=str(exception) if exception else "The request is malformed.",
+                            instance=request.path)
+    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+

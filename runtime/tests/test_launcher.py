@@ -133,3 +133,17 @@ def test_failure_log_reports_once_per_period_and_the_recovery(caplog):
     assert len(messages) == 3, messages
     assert "still failing after 61 s and 101 attempts (100 since the last report)" in messages[1], messages
     assert "recovered after 61.0 s and 101 failed attempts" in messages[2], messages
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"ORDER_FLOW": "bogus"}, "ORDER_FLOW"),
+    ({"SHOP_ENV": "production", "SECRET_KEY": "", "ALLOWED_HOSTS": "shop.example.com"}, "SECRET_KEY"),
+])
+def test_run_with_a_bad_setting_says_so_in_one_line_before_starting_anything(tmp_path, env, named):
+    # DATABASE_URL / REDIS_URL unset: the launcher would start the embedded servers first, were it to start.
+    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    result = subprocess.run([sys.executable, "-m", "runtime.launcher", "run", "--port", "1"], cwd=REPO_ROOT,
+                            env={**environ, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert len(output) == 1 and named in output[0] and "cannot start" in output[0], output

@@ -6,3 +6,4 @@ from .databases import *  # noqa: F403
 from .idempotency import *  # noqa: F403
 from .orderflow import *  # noqa: F403
 from .sagas import *  # noqa: F403
+from .security import *  # noqa: F403

@@ -56,3 +56,39 @@ def test_saga_timeline_and_admin_actions_are_logged(admin_client, order):
                       {"action": "republish", "_selected_action": [str(message.pk)]})
     assert OutboxMessage.objects.get(pk=message.pk).published_at is None
     assert LogEntry.objects.count() == 2
+
+
+ENGINE_AND_LEDGER = ["orders.order", "payments.payment", "payments.wallet", "inventory.reservation",
+                     "shipping.shipment", "sagas.sagainstance", "sagas.outboxmessage", "sagas.inboxmessage",
+                     "sagas.stepguard", "sagas.deadletter", "idempotency.idempotencykey"]
+
+
+@pytest.mark.parametrize("label", ENGINE_AND_LEDGER)
+def test_engine_and_ledger_rows_cannot_be_added_edited_or_deleted(admin_client, order, label):
+    from django.apps import apps
+
+    model = apps.get_model(label)
+    name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+    assert admin_client.get(reverse(f"{name}_add")).status_code == 403
+    assert admin_client.post(reverse(f"{name}_add"), {}).status_code == 403
+    changelist = admin_client.get(reverse(f"{name}_changelist")).content.decode()
+    assert "delete_selected" not in changelist
+    row = model.objects.first()
+    if row is not None:
+        page = admin_client.get(reverse(f"{name}_change", args=[row.pk]))
+        assert page.status_code == 200
+        assert 'name="_save"' not in page.content.decode()
+        assert admin_client.post(reverse(f"{name}_change", args=[row.pk]), {}).status_code == 403
+        assert admin_client.post(reverse(f"{name}_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
+        assert model.objects.filter(pk=row.pk).exists()
+
+
+def test_order_links_to_its_saga_and_back_and_the_saga_list_names_the_step(admin_client, order):
+    saga = saga_start(definition=ORDER_SAGA, data={"order_id": order.pk})
+    order_page = admin_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert reverse("admin:sagas_sagainstance_change", args=[saga.pk]) in order_page
+    saga_page = admin_client.get(reverse("admin:sagas_sagainstance_change", args=[saga.pk])).content.decode()
+    assert reverse("admin:orders_order_change", args=[order.pk]) in saga_page
+    listing = admin_client.get(reverse("admin:sagas_sagainstance_changelist")).content.decode()
+    current = ORDER_SAGA.step(SagaInstance.objects.get(pk=saga.pk).current_step).name
+    assert f"{SagaInstance.objects.get(pk=saga.pk).current_step} {current}" in listing
