@@ -140,14 +140,16 @@ def final_latencies(samples: Sequence[Sample]) -> list[float]:
 
 
 def orders_per_second_series(samples: Sequence[Sample], bin_seconds: float = 2.0) -> list[tuple[float, float]]:
-    """(seconds since the first request, POST /orders answered per second) in bins of `bin_seconds`."""
+    """(seconds since the first request, POST /orders answered per second) in bins of `bin_seconds`.
+
+    Full bins only: the last, partial one would show a drop that is only the load ending inside it."""
     if not samples:
         return []
     start = min(s.timestamp for s in samples)
     end = max(s.timestamp for s in samples)
     counts = Counter(int((s.timestamp - start) // bin_seconds) for s in samples
                      if s.type == "POST" and s.name == ORDERS_NAME)
-    bins = int((end - start) // bin_seconds) + 1
+    bins = int((end - start) // bin_seconds)
     return [(i * bin_seconds, counts.get(i, 0) / bin_seconds) for i in range(bins)]
 
 
