@@ -31,6 +31,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from celery import shared_task
 from django.conf import settings
@@ -107,8 +108,9 @@ class Choreography:
             raise ValueError(f"choreography {self.name}: the first step is done by whoever starts the flow")
         return leading
 
-    @property
+    @cached_property
     def reactions(self) -> tuple[Reaction, ...]:
+        # Derived once per process: every emission looks its subscribers up here.
         reactions: list[Reaction] = []
         for index in range(self.first + 1, len(self.steps)):
             step = self.steps[index]
