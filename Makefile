@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint audit seed shell clean-data compare bench-saga bench schema-fuzz
+.PHONY: run test test-rabbitmq lint audit seed shell clean-data compare bench-saga bench schema-fuzz
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,21 @@ run: $(VENV)/.installed
 
 # The whole suite on one database, then the saga suite again with a database per service
 # (pytest's exit 5, "no test selected", is fine there when ARGS picks no saga test).
+# Then the RabbitMQ pass (test-rabbitmq).
 test: $(VENV)/.installed
 	$(PY) -m runtime.launcher test $(ARGS)
 	SHOP_DB_PER_SERVICE=1 $(PY) -m runtime.launcher test -m saga $(ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	$(MAKE) --no-print-directory test-rabbitmq
+
+# The saga tests that concern the broker, with RabbitMQ as the broker (CELERY_BROKER_URL=amqp://...) on a vhost
+# of their own, created and removed by runtime/rabbitmq.py: the order saga end to end, the relay, the crash and
+# redelivery tests, the RabbitMQ tests. Skipped, saying so, when nothing answers on RABBITMQ_URL
+# (default amqp://guest:guest@127.0.0.1:5672). RABBITMQ_TESTS=sagas/tests runs the whole saga suite there.
+RABBITMQ_TESTS ?= sagas/tests/test_rabbitmq.py sagas/tests/test_relay.py sagas/tests/test_order_saga.py \
+	sagas/tests/test_crashes.py
+test-rabbitmq: $(VENV)/.installed
+	$(PY) -m runtime.rabbitmq -- $(PY) -m runtime.launcher test -m saga $(RABBITMQ_TESTS) $(ARGS); rc=$$?; \
+		[ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

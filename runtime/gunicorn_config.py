@@ -4,11 +4,20 @@ gunicorn answers some requests itself, before Django sees them: a header line ov
 (431), too many headers, a malformed request line (400), ... Its answers are HTML and it offers no setting or
 hook to change them, so each worker replaces the one function that writes them (gunicorn.util.write_error) with
 one that writes the same status as problem+json: the shop answers in one format, whoever answers.
+
+Each gunicorn worker counts its own requests for /metrics; the one that answers a scrape adds up every worker's
+figures from PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode). The folder is this server's own
+(made afresh at start, removed at exit) unless PROMETHEUS_MULTIPROC_DIR is set, in which case it is emptied at
+start: two servers must never share one.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from gunicorn import util
 
@@ -46,3 +55,25 @@ limit_request_fields = 100
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     util.write_error = write_problem
+
+
+# Set before any worker imports prometheus_client (workers fork from this process after it read this file).
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shop-metrics-")
+else:
+    _folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    _folder.mkdir(parents=True, exist_ok=True)
+    for _stale in _folder.glob("*.db"):
+        _stale.unlink()
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # type: ignore[no-untyped-def]
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

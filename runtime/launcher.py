@@ -96,24 +96,14 @@ def _first_time_seed() -> None:
     manage("seed")
 
 
-def process_commands(host: str, port: int, *, flow: str, per_service_workers: bool = False) -> dict[str, list[str]]:
-    """The long-running processes of order flow `flow`, by name.
+def process_commands(host: str, port: int, *, flow: str, per_service_workers: bool = False,
+                     flower: bool = False) -> dict[str, list[str]]:
+    """The long-running processes of order flow `flow`, by name (sagas.processes has the list)."""
+    from sagas.processes import process_commands as commands
+    from shop.env import service_database_urls
 
-    The flow is an argument rather than read from settings so a driver (loadtests.compare) can build the
-    commands for each mode in turn without setting Django up in its own process."""
-    commands = {
-        "web": [PYTHON, "-m", "gunicorn", "shop.wsgi:application", "-c", "python:runtime.gunicorn_config",
-                "--bind", f"{host}:{port}", "--workers", os.environ.get("WEB_CONCURRENCY", "4")],
-    }
-    if flow == "saga":
-        from sagas.processes import saga_process_commands
-
-        commands.update(saga_process_commands(PYTHON, per_service_workers=per_service_workers))
-    elif flow == "choreography":
-        from sagas.processes import choreography_process_commands
-
-        commands.update(choreography_process_commands(PYTHON, per_service_workers=per_service_workers))
-    return commands
+    return commands(PYTHON, host, port, flow=flow, per_service_workers=per_service_workers, flower=flower,
+                    service_urls=service_database_urls())
 
 
 def settings_problem() -> str | None:
@@ -160,13 +150,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"\n  Shop running ({settings.ORDER_FLOW} flow) on {base}\n"
             f"  Admin:    {base}/admin/   login admin / {args.admin_password}\n"
             f"  API docs: {base}/api/docs/\n"
+            f"  Health:   {base}/health/ready   Metrics: {base}/metrics"
+            f"{'   Flower: http://127.0.0.1:5555/' if args.flower else ''}\n"
             f"  API token (admin): {token}\n"
             f"  Customers: customer1..customerN / password\n"
             f"  Try: curl -H 'Authorization: Token {token}' {base}/api/v1/products\n"
             f"  A process that dies is restarted; Ctrl-C stops everything.\n",
             flush=True,
         )
-        return supervise(process_commands(args.host, args.port, flow=settings.ORDER_FLOW))
+        return supervise(process_commands(args.host, args.port, flow=settings.ORDER_FLOW, flower=args.flower))
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -190,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     run.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", "admin"))
+    run.add_argument("--flower", action="store_true", default=os.environ.get("FLOWER") == "1",
+                     help="also run Flower (Celery's monitor) on 127.0.0.1:5555")
     run.set_defaults(func=cmd_run)
     test = sub.add_parser("test", help="run pytest with the services up")
     test.add_argument("rest", nargs=argparse.REMAINDER)

@@ -30,6 +30,7 @@ from celery.exceptions import Reject
 from django.conf import settings
 from django.db import connections, transaction
 
+from monitoring import metrics
 from sagas.definitions import SagaDefinition, all_definitions, task_name
 from sagas.engine import (
     COMMAND_FIELDS,
@@ -102,6 +103,7 @@ def _keep_and_send(alias: str, service: str, message: dict, reply: dict) -> None
 
 def _send_stored(alias: str, service: str, message: dict) -> dict:
     """A duplicate delivery: answer again what the first one answered, and change nothing."""
+    metrics.count("inbox_duplicates", consumer=service)
     stored = InboxMessage.objects.using(alias).filter(consumer=service, message_id=message["id"]).values_list(
         "reply", flat=True).first()
     if stored is not None:

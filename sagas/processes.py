@@ -1,6 +1,13 @@
-"""The long-running processes of ORDER_FLOW=saga, as the launcher and the load driver start them."""
+"""The shop's long-running processes, as `make run`, the load drivers and deploy/Procfile start them.
+
+`process_commands` is the one list: the web server, and in saga mode the Celery workers, one outbox relay per
+database and the sweeper, plus Flower when asked for. deploy/Procfile writes the same commands out for a
+process manager (a test keeps the two in step).
+"""
 
 from __future__ import annotations
+
+import os
 
 from django.conf import settings
 
@@ -9,9 +16,26 @@ from shop.env import SERVICES
 QUEUES = (*SERVICES, "sagas")
 
 
-def relay_aliases() -> list[str]:
-    """One relay per distinct database that has an outbox."""
+def relay_aliases(service_urls: dict[str, str] | None = None) -> list[str]:
+    """One relay per distinct database that has an outbox (from the settings, or from the service database
+    URLs a driver is about to start the processes with)."""
+    if service_urls is not None:
+        return ["default", *[service for service in SERVICES if service in service_urls]]
     return ["default", *[alias for alias in SERVICES if alias in settings.DATABASES]]
+
+
+def web_command(python: str, host: str, port: int | str, workers: int | str) -> list[str]:
+    # runtime.gunicorn_config: gunicorn's own answers as problem+json, no control socket, and the multiprocess
+    # folder through which /metrics adds up every worker's request figures.
+    return [python, "-m", "gunicorn", "shop.wsgi:application", "-c", "python:runtime.gunicorn_config", "--bind",
+            f"{host}:{port}", "--workers", str(workers)]
+
+
+FLOWER_PORT = 5555
+
+
+def flower_command(python: str, host: str = "127.0.0.1", port: int = FLOWER_PORT) -> list[str]:
+    return [python, "-m", "celery", "-A", "shop", "flower", f"--address={host}", f"--port={port}"]
 
 
 def worker_command(python: str, queues: tuple[str, ...], name: str, concurrency: int) -> list[str]:
@@ -46,8 +70,38 @@ REPLY_QUEUES = ("sagas",)
 COMMAND_QUEUES = tuple(queue for queue in QUEUES if queue not in REPLY_QUEUES)
 
 
+def process_commands(python: str, host: str, port: int | str, *, flow: str, per_service_workers: bool = False,
+                     flower: bool = False, service_urls: dict[str, str] | None = None,
+                     workers: int | str | None = None) -> dict[str, list[str]]:
+    """Every long-running process of order flow `flow`, by name.
+
+    The flow is an argument rather than read from settings so a driver (loadtests.compare) can build the
+    commands for each mode in turn without setting Django up in its own process."""
+    commands = {"web": web_command(python, host, port, workers if workers is not None else
+                                   int(os.environ.get("WEB_CONCURRENCY", "4")))}
+    if flow == "saga":
+        commands.update(saga_process_commands(python, per_service_workers=per_service_workers,
+                                              service_urls=service_urls))
+    elif flow == "choreography":
+        commands.update(choreography_process_commands(python, per_service_workers=per_service_workers,
+                                                      service_urls=service_urls))
+    if flower:
+        for name, argv in commands.items():
+            if name.startswith("worker"):
+                commands[name] = monitored(argv)
+        commands["flower"] = flower_command(python)
+    return commands
+
+
+def monitored(worker: list[str]) -> list[str]:
+    """A worker command that Flower can watch: heartbeats (Flower lists the workers it hears from) and task
+    events. Only with Flower: each costs broker messages (a heartbeat every 2 s, an event per task state)."""
+    return [arg for arg in worker if arg != "--without-heartbeat"] + ["--task-events"]
+
+
 def saga_process_commands(python: str, *, per_service_workers: bool = False, concurrency: int = 4,
-                          layout: str = DEFAULT_LAYOUT) -> dict[str, list[str]]:
+                          layout: str = DEFAULT_LAYOUT,
+                          service_urls: dict[str, str] | None = None) -> dict[str, list[str]]:
     """The saga processes by name: Celery workers (`layout`, or one per queue with `per_service_workers`),
     one outbox relay per database, the sweeper."""
     if layout not in LAYOUTS:
@@ -62,7 +116,7 @@ def saga_process_commands(python: str, *, per_service_workers: bool = False, con
         commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", max(1, concurrency - half))
     else:
         commands["worker"] = worker_command(python, QUEUES, "all", concurrency)
-    for alias in relay_aliases():
+    for alias in relay_aliases(service_urls):
         commands[f"relay-{alias}"] = relay_command(python, alias)
     commands["sweeper"] = sweeper_command(python)
     return commands
@@ -72,8 +126,8 @@ def choreography_sweeper_command(python: str) -> list[str]:
     return [python, "manage.py", "choreography_sweeper"]
 
 
-def choreography_process_commands(python: str, *, per_service_workers: bool = False,
-                                  concurrency: int = 4) -> dict[str, list[str]]:
+def choreography_process_commands(python: str, *, per_service_workers: bool = False, concurrency: int = 4,
+                                  service_urls: dict[str, str] | None = None) -> dict[str, list[str]]:
     """The processes of ORDER_FLOW=choreography: the same workers on the services' queues (no orchestrator,
     so nothing consumes `sagas`: one worker takes the service queues with every process, or one per queue),
     one outbox relay per database, and the choreography sweeper in place of the saga one."""
@@ -83,7 +137,19 @@ def choreography_process_commands(python: str, *, per_service_workers: bool = Fa
             commands[f"worker-{queue}"] = worker_command(python, (queue,), queue, max(1, concurrency // 2))
     else:
         commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", concurrency)
-    for alias in relay_aliases():
+    for alias in relay_aliases(service_urls):
         commands[f"relay-{alias}"] = relay_command(python, alias)
     commands["sweeper"] = choreography_sweeper_command(python)
     return commands
+
+
+def procfile() -> str:
+    """deploy/Procfile: the saga mode's processes on one database, as a process manager starts them
+    (`python -m sagas.processes > deploy/Procfile` writes it again; sagas/tests/test_worker_layout.py checks)."""
+    commands = process_commands("python", "0.0.0.0", "$PORT", flow="saga", service_urls={},
+                                workers="$WEB_CONCURRENCY")
+    return "".join(f"{name}: {' '.join(argv)}\n" for name, argv in commands.items())
+
+
+if __name__ == "__main__":
+    print(procfile(), end="")

@@ -1,5 +1,6 @@
 from celery import shared_task
 
+from monitoring import metrics
 from sagas import engine
 from sagas.choreography import all_choreographies
 from sagas.definitions import all_definitions
@@ -15,5 +16,8 @@ all_choreographies()
 @shared_task(name=engine.REPLY_TASK, acks_late=True)
 def saga_reply(reply: dict) -> str | None:
     """The orchestrator's entry point: one participant's answer."""
-    return consume(consumer=engine.ORCHESTRATOR, task=engine.REPLY_TASK, queue=engine.REPLY_QUEUE, message=reply,
-                   run=engine.handle_reply)
+    outcome = consume(consumer=engine.ORCHESTRATOR, task=engine.REPLY_TASK, queue=engine.REPLY_QUEUE,
+                      message=reply, run=engine.handle_reply)
+    if outcome == "duplicate":
+        metrics.count("inbox_duplicates", consumer=engine.ORCHESTRATOR)
+    return outcome

@@ -6,6 +6,7 @@ checked, so a typo in a variable fails at start-up instead of silently running s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
@@ -105,6 +106,18 @@ def get_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def get_networks(name: str, default: str = "") -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of addresses or networks (`10.0.0.5`, `10.0.0.0/24`, `::1`)."""
+    networks = []
+    for item in get_str(name, default).split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not an address or network") from exc
+    return networks
 
 
 def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:

@@ -111,12 +111,18 @@ def database_unavailable_errors() -> tuple[type[BaseException], ...]:
 
 @functools.cache
 def broker_unavailable_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean Redis (cache, gateway memory, broker) or another broker cannot be reached."""
+    """Errors that mean Redis (cache, gateway memory, broker) or another broker cannot be reached.
+
+    A Redis publish pipeline that failed (BatchPublishError: which of its messages arrived is unknown) and
+    RabbitMQ's connection errors and refused confirms (py-amqp raises its own) are the broker away too.
+    """
+    import amqp.exceptions
     import kombu.exceptions
     import redis.exceptions
 
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
-            kombu.exceptions.ConnectionError, ConnectionError, TimeoutError)
+            kombu.exceptions.ConnectionError, kombu.exceptions.BatchPublishError, amqp.exceptions.ConnectionError,
+            amqp.exceptions.MessageNacked, ConnectionError, TimeoutError)
 
 
 def dependency_unavailable(exc: BaseException) -> DependencyUnavailable | None:

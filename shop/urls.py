@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
+    path("", include("monitoring.urls")),
 ]
 if settings.BENCH_ENDPOINT:
     urlpatterns.append(path("api/bench/", include("benchmarks.urls")))

@@ -24,6 +24,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from runtime import rabbitmq
 from sagas.models import OutboxMessage, SagaInstance
 from sagas.processes import QUEUES, relay_aliases, relay_command, sweeper_command, worker_command
 from shop.testing import wait_until
@@ -52,9 +53,15 @@ def broker_backlog() -> dict[str, int]:
     """Messages the broker holds, per queue, and `unacked`: taken by a worker and not acknowledged yet."""
     client = broker()
     if client is None:
-        return {}
-    counts = {queue: sum(client.llen(key) for key in _queue_keys(queue)) for queue in QUEUES}
-    counts[UNACKED] = client.hlen(UNACKED)
+        # RabbitMQ: its own count (AMQP tells a queue's ready messages, not the unacknowledged ones).
+        counts = {queue: 0 for queue in QUEUES} | {UNACKED: 0}
+        for queue, (ready, unacked) in rabbitmq.queue_counts(settings.CELERY_BROKER_URL).items():
+            if queue in QUEUES:
+                counts[queue] += ready
+                counts[UNACKED] += unacked
+    else:
+        counts = {queue: sum(client.llen(key) for key in _queue_keys(queue)) for queue in QUEUES}
+        counts[UNACKED] = client.hlen(UNACKED)
     return {name: count for name, count in counts.items() if count}
 
 
@@ -64,6 +71,16 @@ def broker_purge() -> None:
     if client is not None:
         client.delete(*[key for queue in QUEUES for key in _queue_keys(queue)], UNACKED, UNACKED_INDEX,
                       UNACKED_MUTEX)
+        return
+    from shop.celery import app
+
+    # RabbitMQ gives a message nobody acknowledged back to its queue when its consumer goes: with no worker
+    # running, emptying the queues forgets everything.
+    with app.connection_for_write() as connection:
+        for queue in QUEUES:
+            bound = app.amqp.queues[queue].bind(connection.default_channel)
+            bound.declare()
+            bound.purge()
 
 
 def in_flight() -> str:
@@ -78,7 +95,8 @@ def in_flight() -> str:
                        .values_list("task", "available_at"))
         if pending:
             busy.append(f"{alias}: {len(pending)} outbox rows waiting {pending[:5]}")
-    backlog = broker_backlog()
+    # Asking RabbitMQ takes a rabbitmqctl run: only once the databases are idle.
+    backlog = broker_backlog() if not busy or broker() is not None else {}
     if backlog:
         busy.append(f"broker: {backlog}")
     return "; ".join(busy)

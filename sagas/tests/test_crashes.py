@@ -90,7 +90,6 @@ def _needs_redis_broker() -> None:
 
 
 def _start_slow_charge(stack, client) -> tuple[dict, OutboxMessage]:  # type: ignore[no-untyped-def]
-    _needs_redis_broker()
     # Nothing but the broker may bring the charge back: no sweeper to re-send it.
     stack.stop("sweeper")
     stack.stop("worker")
@@ -122,6 +121,7 @@ def _assert_delivered_again_and_charged_once(stack, client, order: dict, command
 def test_a_worker_killed_inside_a_charge_gets_it_again_from_the_broker(saga, buyer):
     """acks_late: the message of a worker SIGKILLed mid-task stays unacknowledged in the broker, which hands it
     out again after the visibility timeout to the worker started in its place."""
+    _needs_redis_broker()
     order, command = _start_slow_charge(saga, buyer)
     message_id = str(command.message_id)
 

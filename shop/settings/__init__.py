@@ -4,6 +4,7 @@ from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
 from .databases import *  # noqa: F403
 from .idempotency import *  # noqa: F403
+from .monitoring import *  # noqa: F403
 from .orderflow import *  # noqa: F403
 from .sagas import *  # noqa: F403
 from .security import *  # noqa: F403

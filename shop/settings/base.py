@@ -25,9 +25,12 @@ INSTALLED_APPS = [
     "idempotency",
     "benchmarks",
     "operations",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
+    # First, so it times what every other middleware costs too.
+    "monitoring.metrics.RequestMetricsMiddleware",
     "shop.logs.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

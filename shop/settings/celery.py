@@ -21,11 +21,20 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.get_int("CELERY_TASK_TIME_LIMIT", 60, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 5)
-# Longer than any task may run, so an unacknowledged message is redelivered only when its worker is gone.
-# (As low as 5 s is allowed so a test can watch a killed worker's message come back.)
-# A connect to a Redis that went away gives up after seconds rather than hanging, and kombu reconnects.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 300, minimum=5),
-                                   "socket_connect_timeout": 5, "socket_keepalive": True}
+CELERY_BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+if CELERY_BROKER_IS_AMQP:
+    # RabbitMQ: every publish waits for the broker's confirm, so the relay marks a row published only once the
+    # broker has taken it. A message a worker took and did not acknowledge goes back to its queue as soon as
+    # that worker's connection closes (no visibility timeout). Celery's queues are durable and its messages
+    # persistent by default: both survive a broker restart.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+else:
+    # Redis: longer than any task may run, so an unacknowledged message is redelivered only when its worker is
+    # gone. (As low as 5 s is allowed so a test can watch a killed worker's message come back.)
+    # A connect to a Redis that went away gives up after seconds rather than hanging, and kombu reconnects.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.get_int("CELERY_VISIBILITY_TIMEOUT", 300, minimum=5),
+        "socket_connect_timeout": 5, "socket_keepalive": True}
 # A worker outlives its broker: on start-up and after losing the connection (Redis or RabbitMQ restarting) it
 # retries forever with backoff instead of exiting, so nobody has to restart it when the broker is back.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
