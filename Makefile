@@ -52,7 +52,7 @@ shell: $(VENV)/.installed
 compare: $(VENV)/.installed
 	$(PY) -m loadtests.compare --bench $(if $(MODES),--modes $(MODES))$(if $(USERS), --users $(USERS))$(if $(DURATION), --duration $(DURATION)) $(ARGS)
 
-# What an order costs: a bare one-INSERT endpoint, atomic and saga back to back, the same load on each
+# What an order costs: a bare one-INSERT endpoint, atomic, saga and choreography back to back, the same load on each
 # (loadtests/bench.py); exits 1 when a verdict falls short. wrk drives the load (installed with apt-get when
 # missing and we are root); without it, a Python client does.
 bench: $(VENV)/.installed

@@ -55,6 +55,37 @@ def order_counts() -> dict[str, Any]:
     return {"by_status": by_status, "failed_by_reason": dict(sorted(failed_by_reason.items()))}
 
 
+def _quantiles(values: list[float]) -> dict[str, float | int | None]:
+    from loadtests.report import percentile
+
+    return {"n": len(values), **{f"p{p}": percentile(values, p) for p in (50, 95, 99)},
+            "max": max(values) if values else None}
+
+
+def commit_spans() -> dict[str, Any]:
+    """The window of inconsistency and the server-side POST-to-final (seconds) of the final orders, as
+    quantiles: from the services' commit timestamps (orders.selectors.order_commit_spans)."""
+    from orders.selectors import order_commit_spans
+
+    spans = order_commit_spans()
+    return {"window": _quantiles([w for _, w, _ in spans]), "final": _quantiles([f for _, _, f in spans])}
+
+
+def message_counts() -> dict[str, int]:
+    """Broker messages the run sent (outbox rows over every database) and the orders they served."""
+    from django.conf import settings
+
+    from orders.selectors import order_status_counts
+
+    orders = sum(n for _, _, n in order_status_counts())
+    if settings.ORDER_FLOW == "atomic":
+        return {"messages": 0, "orders": orders}
+    from sagas.models import OutboxMessage
+
+    messages = sum(OutboxMessage.objects.using(alias).count() for alias in settings.DATABASES)
+    return {"messages": messages, "orders": orders}
+
+
 def _unfinished(counts: dict[str, Any], sagas: dict[str, int] | None) -> int:
     running = 0 if sagas is None else sagas.get("RUNNING", 0) + sagas.get("COMPENSATING", 0)
     return counts["by_status"].get("PENDING", 0) + running
@@ -90,6 +121,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             last_said = waited
         time.sleep(0.25)
     result = {
+        "spans": commit_spans(),
+        "messages": message_counts(),
         "drained": unfinished == 0,
         "drain_seconds": round(time.monotonic() - started, 2),
         "orders": counts,

@@ -86,6 +86,8 @@ def missing_pieces(mode: str) -> list[str]:
     needed = [f"orders/flows/{FLOW_MODULES.get(mode, mode)}.py"]
     if mode == "saga":
         needed += ["sagas/processes.py", "sagas/selectors.py"]
+    if mode == "choreography":
+        needed += ["sagas/choreography.py", "orders/choreography.py"]
     # By file, not by import: importing orders.flows would need Django set up in this process.
     return [path for path in needed if not (REPO_ROOT / path).is_file()]
 
@@ -376,7 +378,9 @@ def run_mode(mode: str, args: argparse.Namespace, mix: LoadMix, run_id: str, run
         outbox_samples=read_json_lines(out / "outbox.jsonl"),
         failures=read_failures(out / "locust_failures.csv"),
         locust_html=f"{mode}/locust.html",
-        layout=f"{layout}; 1-minute load average before the mode started: {load_before:.2f}",
+        layout=f"{layout}; 1-minute load average before the mode started: {load_before:.2f}"
+               + (f" (BUSY: more than half of the {os.cpu_count()} cores were in use before the load; "
+                  "the figures of this mode are skewed)" if load_before > 0.5 * (os.cpu_count() or 1) else ""),
     )
 
 

@@ -140,14 +140,16 @@ def final_latencies(samples: Sequence[Sample]) -> list[float]:
 
 
 def orders_per_second_series(samples: Sequence[Sample], bin_seconds: float = 2.0) -> list[tuple[float, float]]:
-    """(seconds since the first request, POST /orders answered per second) in bins of `bin_seconds`."""
+    """(seconds since the first request, POST /orders answered per second) in bins of `bin_seconds`.
+
+    Full bins only: the last, partial one would show a drop that is only the load ending inside it."""
     if not samples:
         return []
     start = min(s.timestamp for s in samples)
     end = max(s.timestamp for s in samples)
     counts = Counter(int((s.timestamp - start) // bin_seconds) for s in samples
                      if s.type == "POST" and s.name == ORDERS_NAME)
-    bins = int((end - start) // bin_seconds) + 1
+    bins = int((end - start) // bin_seconds)
     return [(i * bin_seconds, counts.get(i, 0) / bin_seconds) for i in range(bins)]
 
 
@@ -192,6 +194,14 @@ def summarize(result: ModeResult) -> dict[str, Any]:
     for p in (50, 95, 99):
         summary[f"post_p{p}"] = percentile(posts, p)
         summary[f"final_p{p}"] = percentile(finals, p)
+    # From the services' commit timestamps (loadtests.collect commit_spans), in ms; None where not collected.
+    spans = result.collected.get("spans") or {}
+    for name in ("window", "final"):
+        for q in ("p50", "p95", "p99", "max"):
+            value = (spans.get(name) or {}).get(q)
+            summary[f"commit_{name}_{q}"] = None if value is None else value * 1000
+    messages = result.collected.get("messages") or {}
+    summary["messages_per_order"] = (messages["messages"] / messages["orders"]) if messages.get("orders") else None
     return summary
 
 
@@ -221,6 +231,11 @@ def _rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
     ]
     rows += [Row(f"POST /orders p{p} (ms)", lambda s, p=p: s[f"post_p{p}"]) for p in (50, 95, 99)]
     rows += [Row(f"POST to final status p{p} (ms)", lambda s, p=p: s[f"final_p{p}"]) for p in (50, 95, 99)]
+    rows += [Row(f"POST to final, server commits {q} (ms)", lambda s, q=q: s.get(f"commit_final_{q}"))
+             for q in ("p50", "p95", "p99")]
+    rows += [Row(f"window of inconsistency {q} (ms)", lambda s, q=q: s.get(f"commit_window_{q}"), "{:.1f}")
+             for q in ("p50", "p95", "p99", "max")]
+    rows.append(Row("broker messages per order", lambda s: s.get("messages_per_order"), "{:.1f}"))
     rows.append(Row("confirmed (clients saw)", lambda s: s["seen_confirmed"], "{:d}"))
     reasons = ordered_reasons(r for s in summaries for r in s["seen_failed"])
     rows += [Row(f"failed: {r} (clients saw)", lambda s, r=r: s["seen_failed"].get(r, 0), "{:d}") for r in reasons]

@@ -13,9 +13,19 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from inventory.selectors import reservations_held, stock_totals
+from orders.choreography import ORDER_CHOREOGRAPHY
 from orders.selectors import OrderStatus, OrderSummary, order_summary_list
 from payments.selectors import PaymentStatus, money_totals, payments_by_order
-from sagas.selectors import SAGA_ACTIVE_STATES, SagaState, outbox_stats, saga_counts, saga_states_by_key, sagas_overdue
+from sagas.choreography import DONE, UNDONE
+from sagas.selectors import (
+    SAGA_ACTIVE_STATES,
+    SagaState,
+    flows_with_events,
+    outbox_stats,
+    saga_counts,
+    saga_states_by_key,
+    sagas_overdue,
+)
 from shipping.selectors import ShipmentStatus, shipments_by_order
 from twopc.recovery import prepared_older_than
 
@@ -184,8 +194,28 @@ def check_two_phase(facts: Facts) -> Check:
     return check
 
 
+def check_choreography(facts: Facts) -> Check:
+    """I8: a choreographed order is final exactly when its chain says so: CONFIRMED with OrderConfirmed
+    emitted, FAILED with OrderFailed emitted (after the undo chain), and neither while PENDING."""
+    check = Check("I8 choreography")
+    done = ORDER_CHOREOGRAPHY.event(len(ORDER_CHOREOGRAPHY.steps) - 1, DONE)
+    failed = ORDER_CHOREOGRAPHY.event(0, UNDONE)
+    expected = {OrderStatus.CONFIRMED: {done}, OrderStatus.FAILED: {failed}, OrderStatus.PENDING: set()}
+    emitted = flows_with_events(flow=ORDER_CHOREOGRAPHY.name, events=(done, failed))
+    orders = [order for order in facts.orders.values() if order.flow == "choreography"]
+    for order in orders:
+        seen = emitted.get(str(order.id), set())
+        if seen != expected[order.status]:
+            shown = ", ".join(sorted(seen)) or "neither"
+            check.violations.append(f"order {order.id} is {order.status} but its chain emitted {shown} "
+                                    f"(of {done}, {failed})")
+    pending = sum(order.status == OrderStatus.PENDING for order in orders)
+    check.summary = f"{len(orders)} choreographed orders, {pending} in flight" if orders else "no choreographed orders"
+    return check
+
+
 CHECKS: list[Callable[[Facts], Check]] = [check_money, check_stock, check_sagas, check_outbox,
-                                                     check_access, check_two_phase]
+                                                     check_access, check_two_phase, check_choreography]
 
 
 def run_audit() -> list[Check]:

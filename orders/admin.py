@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from inventory.selectors import reservation_for_order
+from orders.choreography import ORDER_CHOREOGRAPHY
 from orders.models import Order, OrderLine
 from orders.sagas import ORDER_SAGA
 from payments.selectors import payment_for_order
 from sagas.admin import step_name
+from sagas.choreography import trace
 from sagas.selectors import saga_find
 from shipping.selectors import shipment_for_order
 from shop.admin import ReadOnlyAdmin
@@ -42,7 +44,7 @@ class OrderAdmin(ReadOnlyAdmin):
     readonly_fields = [
         "customer_id", "status", "failure_reason", "failure_detail", "total_cents", "payment_token",
         "shipping_address", "flow", "created_at", "updated_at", "finalized_at",
-        "saga", "reservation", "payment", "shipment",
+        "saga", "reservation", "payment", "shipment", "event_trace",
     ]
 
     @admin.display(description="Saga")
@@ -67,3 +69,20 @@ class OrderAdmin(ReadOnlyAdmin):
     def shipment(self, order: Order) -> str:
         return _describe(shipment_for_order(order_id=order.pk), "status", "tracking_number", "country",
                          "created_at")
+
+    @admin.display(description="Event trace (choreography)")
+    def event_trace(self, order: Order) -> str:
+        """Every event of a choreographed order, in order: the choreography's only log. A timed-out order
+        shows OrderTimedOut with the sweeper's reason, then the undo chain it started."""
+        if order.flow != "choreography":
+            return "-"
+        rows = trace(choreography=ORDER_CHOREOGRAPHY, flow_id=str(order.pk))
+        if not rows:
+            return "no event recorded"
+        return format_html(
+            "<table><tr><th>at</th><th>event</th><th>emitted by</th><th>received by (deliveries)</th></tr>{}"
+            "</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+                (row["at"].isoformat(timespec="milliseconds"), row["event"], row["service"],
+                 ", ".join(f"{consumer} ({count})" for consumer, count in row["received_by"]) or "-")
+                for row in rows)))

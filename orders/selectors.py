@@ -91,3 +91,24 @@ def order_window_counts(*, since: datetime, until: datetime) -> dict[str, int]:
         final_now=Count("id", filter=final),
         failed_now=Count("id", filter=Q(status=Order.Status.FAILED)),
     )
+
+
+# Flows whose every business change commits in one transaction: no reader can see an order half done.
+ONE_TRANSACTION_FLOWS = frozenset({"atomic"})
+
+
+def order_commit_spans() -> list[tuple[str, float, float]]:
+    """(flow, window of inconsistency, POST to final) in seconds, for every final order, from the commit
+    timestamps the services record, not from a client.
+
+    The order is the first business change of every flow (created_at, in its transaction) and its final
+    status the last one (finalized_at: confirmation after the last step, or the failure after the last
+    compensation), so the span between them is how long stock, payment and shipment could be seen disagreeing
+    with the order. A one-transaction flow's span is 0 by construction (everything commits at once); its
+    POST-to-final is still the time the transaction took."""
+    rows = Order.objects.filter(finalized_at__isnull=False).values_list("flow", "created_at", "finalized_at")
+    spans = []
+    for flow, created_at, finalized_at in rows:
+        elapsed = max(0.0, (finalized_at - created_at).total_seconds())
+        spans.append((flow, 0.0 if flow in ONE_TRANSACTION_FLOWS else elapsed, elapsed))
+    return spans

@@ -7,7 +7,7 @@ from django.utils.html import format_html
 
 from sagas.definitions import get_definition
 from sagas.engine import saga_retry
-from sagas.models import DeadLetter, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
+from sagas.models import DeadLetter, EventRecord, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
 from sagas.selectors import outbox_stats
 from sagas.services import dead_letter_redrive
 from shop.admin import ReadOnlyAdmin
@@ -135,3 +135,12 @@ class StepGuardAdmin(ReadOnlyAdmin):
     list_display = ["key", "consumer", "state", "updated_at"]
     list_filter = ["consumer", "state"]
     search_fields = ["key"]
+
+
+@admin.register(EventRecord)
+class EventRecordAdmin(ReadOnlyAdmin):
+    """The choreographies' trace rows: an emission (no consumer) or a delivery, with its count."""
+
+    list_display = ["at", "flow", "flow_id", "event", "service", "consumer", "deliveries"]
+    list_filter = ["flow", "event", "service", "consumer"]
+    search_fields = ["=flow_id"]

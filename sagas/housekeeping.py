@@ -15,11 +15,11 @@ from django.conf import settings
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
-from sagas.models import DeadLetter, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
+from sagas.models import DeadLetter, EventRecord, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
 
 # Children before parents: the step log points at its saga.
 ENGINE_MODELS: tuple[type[models.Model], ...] = (
-    SagaStepLog, SagaInstance, OutboxMessage, InboxMessage, StepGuard, DeadLetter,
+    SagaStepLog, SagaInstance, OutboxMessage, InboxMessage, StepGuard, DeadLetter, EventRecord,
 )
 PURGE_BATCH = 10_000
 
@@ -77,6 +77,8 @@ def _purgeable(retention: Retention, now: datetime) -> list[tuple[type[models.Mo
         (InboxMessage, models.Q(received_at__lt=inbox_cutoff)),
         # A tombstone fences a late action; the same horizon as the inbox.
         (StepGuard, models.Q(updated_at__lt=inbox_cutoff)),
+        # A choreography's trace is history once its duplicates can no longer arrive.
+        (EventRecord, models.Q(at__lt=inbox_cutoff)),
         # Only dead letters someone re-drove; the others wait for a person.
         (DeadLetter, models.Q(redriven_at__lt=inbox_cutoff)),
     ]

@@ -167,3 +167,30 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} for {self.consumer}: {self.error[:60]}"
+
+
+class EventRecord(models.Model):
+    """One line of a choreographed flow's trace (sagas.choreography), in the database of the service that
+    wrote it, in the same transaction as the business change it announces or that it caused.
+
+    An emission (`consumer` empty): service `service` emitted `event`, at `at`. A delivery (`consumer` set):
+    the event reached `consumer`, first at `at`, `deliveries` times in all (duplicates included).
+    """
+
+    flow = models.CharField(max_length=50)
+    flow_id = models.CharField(max_length=50)
+    event_id = models.UUIDField()
+    event = models.CharField(max_length=60)
+    service = models.CharField(max_length=30, help_text="The service that emitted the event.")
+    consumer = models.CharField(max_length=30, blank=True, help_text="Empty: the emission itself.")
+    at = models.DateTimeField()
+    deliveries = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["flow", "flow_id", "at"], name="event_trace")]
+        constraints = [models.UniqueConstraint(fields=["event_id", "consumer"], name="event_unique_delivery")]
+
+    def __str__(self) -> str:
+        to = f" -> {self.consumer}" if self.consumer else ""
+        return f"{self.flow} {self.flow_id}: {self.event} from {self.service}{to}"

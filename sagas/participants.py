@@ -77,11 +77,19 @@ REPLY_SQL = ("WITH kept AS (UPDATE sagas_inboxmessage SET reply = %s::jsonb "
 
 def _claim(alias: str, service: str, message: dict) -> tuple[bool, str, bool]:
     """(first delivery, the step guard's state, whether the guard was created just now)."""
-    compensating = message["direction"] == SagaStepLog.Direction.COMPENSATION
+    return message_claim(using=alias, consumer=service, message_id=message["id"], key=message["key"],
+                         compensating=message["direction"] == SagaStepLog.Direction.COMPENSATION)
+
+
+def message_claim(*, using: str, consumer: str, message_id: str, key: str,
+                  compensating: bool) -> tuple[bool, str, bool]:
+    """In the caller's transaction on `using`: record message `message_id` in `consumer`'s inbox and take the
+    step guard `key` (a compensation leaves the tombstone). Returns (first delivery, the guard's state,
+    whether the guard was created just now). Any consumer of commands or events claims this way."""
     state = StepGuard.State.COMPENSATED if compensating else StepGuard.State.ACTED
-    with connections[alias].cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(COMPENSATION_CLAIM_SQL if compensating else ACTION_CLAIM_SQL,
-                       {"id": message["id"], "consumer": service, "key": message["key"], "state": state})
+                       {"id": message_id, "consumer": consumer, "key": key, "state": state})
         claimed, guard, fresh = cursor.fetchone()
     return claimed, guard, fresh
 

@@ -82,9 +82,12 @@ def process_commands(python: str, host: str, port: int | str, *, flow: str, per_
     if flow == "saga":
         commands.update(saga_process_commands(python, per_service_workers=per_service_workers,
                                               service_urls=service_urls))
-    if flow == "2pc":
+    elif flow == "2pc":
         # Resolves the prepared branches a coordinator left behind (twopc/recovery.py).
         commands["recovery"] = [python, "manage.py", "recover_2pc"]
+    elif flow == "choreography":
+        commands.update(choreography_process_commands(python, per_service_workers=per_service_workers,
+                                                      service_urls=service_urls))
     if flower:
         for name, argv in commands.items():
             if name.startswith("worker"):
@@ -119,6 +122,27 @@ def saga_process_commands(python: str, *, per_service_workers: bool = False, con
     for alias in relay_aliases(service_urls):
         commands[f"relay-{alias}"] = relay_command(python, alias)
     commands["sweeper"] = sweeper_command(python)
+    return commands
+
+
+def choreography_sweeper_command(python: str) -> list[str]:
+    return [python, "manage.py", "choreography_sweeper"]
+
+
+def choreography_process_commands(python: str, *, per_service_workers: bool = False, concurrency: int = 4,
+                                  service_urls: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """The processes of ORDER_FLOW=choreography: the same workers on the services' queues (no orchestrator,
+    so nothing consumes `sagas`: one worker takes the service queues with every process, or one per queue),
+    one outbox relay per database, and the choreography sweeper in place of the saga one."""
+    commands: dict[str, list[str]] = {}
+    if per_service_workers:
+        for queue in COMMAND_QUEUES:
+            commands[f"worker-{queue}"] = worker_command(python, (queue,), queue, max(1, concurrency // 2))
+    else:
+        commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", concurrency)
+    for alias in relay_aliases(service_urls):
+        commands[f"relay-{alias}"] = relay_command(python, alias)
+    commands["sweeper"] = choreography_sweeper_command(python)
     return commands
 
 

@@ -63,6 +63,19 @@ def saga_states_by_key(*, saga_type: str, key: str) -> dict[int, str]:
     }
 
 
+def flows_with_events(*, flow: str, events: tuple[str, ...]) -> dict[str, set[str]]:
+    """For a choreography `flow`, which of `events` each flow instance emitted, over every database."""
+    from sagas.models import EventRecord
+
+    found: dict[str, set[str]] = {}
+    for alias in settings.DATABASES:
+        rows = (EventRecord.objects.using(alias).filter(flow=flow, event__in=events, consumer="")
+                .values_list("flow_id", "event"))
+        for flow_id, event in rows:
+            found.setdefault(flow_id, set()).add(event)
+    return found
+
+
 def saga_backlog_count() -> int:
     """Sagas accepted and not final (running or compensating)."""
     return SagaInstance.objects.using(_saga_alias()).filter(state__in=SagaInstance.ACTIVE).count()

@@ -2,12 +2,15 @@ from celery import shared_task
 
 from monitoring import metrics
 from sagas import engine
+from sagas.choreography import all_choreographies
 from sagas.definitions import all_definitions
 from sagas.participants import consume
 
 # The participants' tasks are generated from the saga definitions as they register: importing every app's
 # `sagas` module here is how a worker (whose Celery app imports each app's `tasks`) comes to know them all.
 all_definitions()
+# The same for the choreographies' reaction tasks (`<service>.choreography`), from every app's `choreography`.
+all_choreographies()
 
 
 @shared_task(name=engine.REPLY_TASK, acks_late=True)

@@ -12,7 +12,7 @@ import socket
 
 from django.core.exceptions import ImproperlyConfigured
 
-ORDER_FLOWS = ("atomic", "saga", "2pc")
+ORDER_FLOWS = ("atomic", "saga", "2pc", "choreography")
 SERVICES = ("orders", "payments", "inventory", "shipping")
 PROFILES = ("development", "production")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from django.db import connections
 
+from orders.choreography import order_choreography
 from orders.sagas import ORDER_SAGA
 from orders.steps import ORDER_STEPS
 from sagas.definitions import SagaDefinition, register
@@ -44,6 +45,8 @@ STEPS = (
     *ORDER_STEPS[3:],  # schedule_shipment, confirm_order
 )
 SAGA = register(SagaDefinition(name="order_receipt", service=ORDER_SAGA.service, steps=STEPS))
+# ... and the same steps as a choreography (ORDER_FLOW=choreography).
+CHOREOGRAPHY = order_choreography(name="order_receipt", steps=STEPS)
 
 
 # --- for the tests -----------------------------------------------------------------------------------------

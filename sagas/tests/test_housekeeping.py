@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from sagas.housekeeping import ENGINE_MODELS, aliases_with, duplicate_horizon
-from sagas.models import DeadLetter, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
+from sagas.models import DeadLetter, EventRecord, InboxMessage, OutboxMessage, SagaInstance, SagaStepLog, StepGuard
 
 # Marked saga so that the per-service pass of `make test` runs them against one database per service too.
 pytestmark = [pytest.mark.saga, pytest.mark.django_db(databases="__all__")]
@@ -49,6 +49,8 @@ def _fill(alias: str, *, age: timedelta, tag: str) -> None:
                                                      payload={"tag": tag})
     DeadLetter.objects.using(alias).filter(pk=redriven.pk).update(created_at=at, redriven_at=at)
     DeadLetter.objects.using(alias).filter(pk=waiting.pk).update(created_at=at)
+    EventRecord.objects.using(alias).create(flow="order", flow_id=tag, event_id=uuid.uuid4(), event="OrderPlaced",
+                                            service="orders", consumer=f"c-{tag}", at=at, deliveries=1)
 
 
 def test_every_database_has_every_engine_table():
@@ -85,6 +87,8 @@ def test_purge_deletes_only_history_older_than_the_retention(settings, capsys):
             ("middle", False), ("new", False), ("new", True), ("old", False)], f"{alias}: {list(outbox.values())}"
         assert sorted(InboxMessage.objects.using(alias).values_list("consumer", flat=True)) == ["c-middle", "c-new"]
         assert sorted(StepGuard.objects.using(alias).values_list("consumer", flat=True)) == ["c-middle", "c-new"]
+        # A choreography's trace rows go with the inbox rows of the same age.
+        assert sorted(EventRecord.objects.using(alias).values_list("consumer", flat=True)) == ["c-middle", "c-new"]
         # A dead letter nobody re-drove waits for a person, whatever its age.
         letters = sorted((d.consumer, d.redriven_at is None) for d in DeadLetter.objects.using(alias).all())
         assert letters == [("c-middle", False), ("c-middle", True), ("c-new", False), ("c-new", True),
@@ -92,10 +96,10 @@ def test_purge_deletes_only_history_older_than_the_retention(settings, capsys):
         # Sagas and their step log are not messages: the purge leaves them alone.
         assert SagaInstance.objects.using(alias).count() == 3
         for table, count in [("sagas_outboxmessage", 2), ("sagas_inboxmessage", 1), ("sagas_stepguard", 1),
-                             ("sagas_deadletter", 1)]:
+                             ("sagas_deadletter", 1), ("sagas_eventrecord", 1)]:
             line = f"{alias:<10} {table:<26} deleted {count}"
             assert line in out, f"expected {line!r} in:\n{out}"
-    assert f"deleted {5 * len(settings.DATABASES)} rows in total" in out, out
+    assert f"deleted {6 * len(settings.DATABASES)} rows in total" in out, out
 
 
 def test_dry_run_counts_and_deletes_nothing(capsys):
@@ -107,8 +111,9 @@ def test_dry_run_counts_and_deletes_nothing(capsys):
     out = capsys.readouterr().out
 
     assert _rows() == before
-    # Per database: the published outbox row, the inbox row, the step guard and the re-driven dead letter.
-    assert f"would delete {4 * len(settings.DATABASES)} rows in total" in out, out
+    # Per database: the published outbox row, the inbox row, the step guard, the re-driven dead letter and
+    # the trace row.
+    assert f"would delete {5 * len(settings.DATABASES)} rows in total" in out, out
 
 
 def test_purge_refuses_an_inbox_retention_a_duplicate_could_outlive():

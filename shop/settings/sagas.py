@@ -34,3 +34,8 @@ INBOX_RETENTION_HOURS = env.get_float("INBOX_RETENTION_HOURS", 168.0, minimum=1.
 # publish-twice (every message is delivered two times).
 OUTBOX_RELAY_FAULT = env.get_choice("OUTBOX_RELAY_FAULT", "", ("", "crash-after-claim", "crash-after-publish",
                                                                  "publish-twice"))
+
+# ORDER_FLOW=choreography: a pending order with no event for this long is failed and compensated by events
+# (manage.py choreography_sweeper, every CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS).
+CHOREOGRAPHY_DEADLINE_SECONDS = env.get_float("CHOREOGRAPHY_DEADLINE_SECONDS", 60.0, minimum=0.5)
+CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS = env.get_float("CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS", 1.0, minimum=0.05)
