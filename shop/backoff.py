@@ -126,3 +126,27 @@ class Survivor:
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or repr(exc)
+
+
+def run_every(*, what: str, seconds: float, work: Callable[[], None], logger: logging.Logger,
+              expected: tuple[type[BaseException], ...]) -> None:
+    """The loop of a periodic process (a sweeper, the 2pc recovery): `work`, then a wait of `seconds`, until
+    SIGTERM or SIGINT. A round that fails with one of `expected` (its database or broker away) drops every
+    database connection and is tried again after a capped, jittered backoff (Survivor): the process exits only
+    when told to."""
+    import signal
+
+    from django.db import connections
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def round_then_wait() -> None:
+        work()
+        stop.wait(seconds)
+
+    logger.info("%s: every %ss", what, seconds)
+    Survivor(what=what, logger=logger, stop=stop, disconnect=connections.close_all, expected=expected).run(
+        round_then_wait)
+    connections.close_all()

@@ -1,15 +1,12 @@
 import logging
-import signal
-import threading
 from importlib import import_module
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import connections
 
 from orders.choreography import orders_sweep
 from sagas.choreography import all_choreographies
-from shop.backoff import Survivor
+from shop.backoff import run_every
 from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
 logger = logging.getLogger("orders.choreography_sweeper")
@@ -27,21 +24,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         for module in options["include"]:
             import_module(module)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         if options["once"]:
             self.sweep_round()
             return
-
-        def round_then_wait() -> None:
-            self.sweep_round()
-            stop.wait(settings.CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS)
-
-        logger.info("choreography sweeper: every %ss", settings.CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS)
-        Survivor(what="choreography sweeper", logger=logger, stop=stop, disconnect=connections.close_all,
-                 expected=database_unavailable_errors() + broker_unavailable_errors()).run(round_then_wait)
-        connections.close_all()
+        run_every(what="choreography sweeper", seconds=settings.CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS,
+                  work=self.sweep_round, logger=logger,
+                  expected=database_unavailable_errors() + broker_unavailable_errors())
         self.stdout.write("choreography sweeper stopped")
 
     def sweep_round(self) -> None:

@@ -1,18 +1,15 @@
 import logging
-import signal
-import threading
 import time
 from datetime import timedelta
 from importlib import import_module
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import connections
 
 from sagas.definitions import all_definitions
 from sagas.engine import sweep
 from sagas.outbox import outbox_purge
-from shop.backoff import Survivor
+from shop.backoff import run_every
 from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
 logger = logging.getLogger("sagas.sweeper")
@@ -33,15 +30,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         for module in options["include"]:
             import_module(module)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         if options["once"]:
             self.sweep_round()
             return
         purged_at = float("-inf")
 
-        def round_then_wait() -> None:
+        def sweep_and_purge() -> None:
             nonlocal purged_at
             self.sweep_round()
             if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
@@ -49,14 +43,9 @@ class Command(BaseCommand):
                 for alias in settings.DATABASES:
                     outbox_purge(using=alias, older_than=retention)
                 purged_at = time.monotonic()
-            stop.wait(settings.SAGA_SWEEP_INTERVAL_SECONDS)
 
-        logger.info("saga sweeper: every %ss", settings.SAGA_SWEEP_INTERVAL_SECONDS)
-        # A round that fails (PostgreSQL restarting, say) drops its connections and is tried again after a
-        # backoff; the sweeper exits only when told to.
-        Survivor(what="saga sweeper", logger=logger, stop=stop, disconnect=connections.close_all,
-                 expected=database_unavailable_errors() + broker_unavailable_errors()).run(round_then_wait)
-        connections.close_all()
+        run_every(what="saga sweeper", seconds=settings.SAGA_SWEEP_INTERVAL_SECONDS, work=sweep_and_purge,
+                  logger=logger, expected=database_unavailable_errors() + broker_unavailable_errors())
         self.stdout.write("saga sweeper stopped")
 
     def sweep_round(self) -> None:

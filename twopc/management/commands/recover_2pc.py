@@ -1,13 +1,10 @@
 import logging
-import signal
-import threading
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 
-from shop.backoff import Survivor
+from shop.backoff import run_every
 from shop.errors import database_unavailable_errors
 from twopc.checks import require_prepared_transactions
 from twopc.recovery import recover
@@ -33,18 +30,8 @@ class Command(BaseCommand):
         if options["once"]:
             self.round(options["grace"])
             return
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-        def round_then_wait() -> None:
-            self.round(options["grace"])
-            stop.wait(settings.TWOPC_RECOVERY_INTERVAL_SECONDS)
-
-        logger.info("2pc recovery: every %ss", settings.TWOPC_RECOVERY_INTERVAL_SECONDS)
-        Survivor(what="2pc recovery", logger=logger, stop=stop, disconnect=connections.close_all,
-                 expected=database_unavailable_errors()).run(round_then_wait)
-        connections.close_all()
+        run_every(what="2pc recovery", seconds=settings.TWOPC_RECOVERY_INTERVAL_SECONDS,
+                  work=lambda: self.round(options["grace"]), logger=logger, expected=database_unavailable_errors())
         self.stdout.write("2pc recovery stopped")
 
     def round(self, grace: float | None) -> None:
