@@ -266,3 +266,20 @@ def outbox_purge(*, using: str, older_than: timedelta) -> int:
     deleted, _ = OutboxMessage.objects.using(using).filter(published_at__lt=cutoff).delete()
     return deleted
 
+
+class OutboxRetention:
+    """What a sweeper (saga or choreography: whichever the mode runs) does for the outboxes on the side: every
+    `every_seconds`, purge in every database the published messages older than OUTBOX_RETENTION_HOURS."""
+
+    def __init__(self, *, every_seconds: float = 600.0) -> None:
+        self.every_seconds = every_seconds
+        self._purged_at = float("-inf")
+
+    def maybe_purge(self) -> None:
+        if time.monotonic() - self._purged_at < self.every_seconds:
+            return
+        retention = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
+        for alias in settings.DATABASES:
+            outbox_purge(using=alias, older_than=retention)
+        self._purged_at = time.monotonic()
+

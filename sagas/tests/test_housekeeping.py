@@ -124,3 +124,21 @@ def test_purge_refuses_an_inbox_retention_a_duplicate_could_outlive():
     with pytest.raises(CommandError, match="shorter than"):
         call_command("purge_messages", inbox_hours=horizon_hours * 0.9)
     call_command("purge_messages", inbox_hours=horizon_hours * 1.1)
+
+
+def test_a_sweepers_outbox_retention_purges_old_published_rows_at_most_once_a_period(settings):
+    from sagas.outbox import OutboxRetention
+
+    settings.OUTBOX_RETENTION_HOURS = 24
+    for alias in settings.DATABASES:
+        _fill(alias, age=30 * HOURS, tag="old")
+    retention = OutboxRetention(every_seconds=600)
+
+    retention.maybe_purge()
+    for alias in settings.DATABASES:
+        _fill(alias, age=30 * HOURS, tag="later")
+    retention.maybe_purge()  # within the period: nothing more goes
+
+    for alias in settings.DATABASES:
+        left = sorted((m.payload["tag"], m.published_at is not None) for m in OutboxMessage.objects.using(alias))
+        assert left == [("later", False), ("later", True), ("old", False)], f"{alias}: {left}"

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 
 from orders.choreography import orders_sweep
 from sagas.choreography import all_choreographies
+from sagas.outbox import OutboxRetention
 from shop.backoff import run_every
 from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
@@ -27,8 +28,15 @@ class Command(BaseCommand):
         if options["once"]:
             self.sweep_round()
             return
+        # No saga sweeper runs in this mode: the outboxes' retention is this sweeper's too.
+        retention = OutboxRetention()
+
+        def sweep_and_purge() -> None:
+            self.sweep_round()
+            retention.maybe_purge()
+
         run_every(what="choreography sweeper", seconds=settings.CHOREOGRAPHY_SWEEP_INTERVAL_SECONDS,
-                  work=self.sweep_round, logger=logger,
+                  work=sweep_and_purge, logger=logger,
                   expected=database_unavailable_errors() + broker_unavailable_errors())
         self.stdout.write("choreography sweeper stopped")
 

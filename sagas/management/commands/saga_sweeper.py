@@ -1,6 +1,4 @@
 import logging
-import time
-from datetime import timedelta
 from importlib import import_module
 
 from django.conf import settings
@@ -8,13 +6,12 @@ from django.core.management.base import BaseCommand
 
 from sagas.definitions import all_definitions
 from sagas.engine import sweep
-from sagas.outbox import outbox_purge
+from sagas.outbox import OutboxRetention
 from shop.backoff import run_every
 from shop.errors import broker_unavailable_errors, database_unavailable_errors
 
 logger = logging.getLogger("sagas.sweeper")
 
-PURGE_EVERY_SECONDS = 600.0
 
 
 class Command(BaseCommand):
@@ -33,16 +30,11 @@ class Command(BaseCommand):
         if options["once"]:
             self.sweep_round()
             return
-        purged_at = float("-inf")
+        retention = OutboxRetention()
 
         def sweep_and_purge() -> None:
-            nonlocal purged_at
             self.sweep_round()
-            if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
-                retention = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
-                for alias in settings.DATABASES:
-                    outbox_purge(using=alias, older_than=retention)
-                purged_at = time.monotonic()
+            retention.maybe_purge()
 
         run_every(what="saga sweeper", seconds=settings.SAGA_SWEEP_INTERVAL_SECONDS, work=sweep_and_purge,
                   logger=logger, expected=database_unavailable_errors() + broker_unavailable_errors())
