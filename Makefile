@@ -73,7 +73,7 @@ bench-saga: $(VENV)/.installed
 chaos: $(VENV)/.installed
 	$(PY) -m loadtests.chaos $(ARGS)
 
-# Schemathesis against the live schema, atomic then saga, on a database of its own (loadtests/schema_fuzz.py);
+# Schemathesis against the live schema, atomic, saga and choreography in turn, on a database of its own (loadtests/schema_fuzz.py);
 # exits 1 on any 5xx or answer the schema does not describe. About a minute. EXAMPLES= per operation.
 schema-fuzz: $(VENV)/.installed
 	$(PY) -m runtime.launcher exec -- $(PY) -m loadtests.schema_fuzz$(if $(EXAMPLES), --examples $(EXAMPLES)) $(ARGS)
