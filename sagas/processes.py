@@ -111,18 +111,24 @@ def saga_process_commands(python: str, *, per_service_workers: bool = False, con
         raise ValueError(f"unknown saga worker layout {layout!r} (one of {', '.join(LAYOUTS)})")
     commands: dict[str, list[str]] = {}
     if per_service_workers:
-        for queue in QUEUES:
-            commands[f"worker-{queue}"] = worker_command(python, (queue,), queue, max(1, concurrency // 2))
+        commands.update(_worker_per_queue(python, QUEUES, concurrency))
     elif layout == "replies":
         half = max(1, concurrency // 2)
         commands["worker-replies"] = worker_command(python, REPLY_QUEUES, "orchestrator", half)
         commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", max(1, concurrency - half))
     else:
         commands["worker"] = worker_command(python, QUEUES, "all", concurrency)
-    for alias in relay_aliases(service_urls):
-        commands[f"relay-{alias}"] = relay_command(python, alias)
+    commands.update(_relays(python, service_urls))
     commands["sweeper"] = sweeper_command(python)
     return commands
+
+
+def _worker_per_queue(python: str, queues: tuple[str, ...], concurrency: int) -> dict[str, list[str]]:
+    return {f"worker-{queue}": worker_command(python, (queue,), queue, max(1, concurrency // 2)) for queue in queues}
+
+
+def _relays(python: str, service_urls: dict[str, str] | None) -> dict[str, list[str]]:
+    return {f"relay-{alias}": relay_command(python, alias) for alias in relay_aliases(service_urls)}
 
 
 def choreography_sweeper_command(python: str) -> list[str]:
@@ -136,12 +142,10 @@ def choreography_process_commands(python: str, *, per_service_workers: bool = Fa
     one outbox relay per database, and the choreography sweeper in place of the saga one."""
     commands: dict[str, list[str]] = {}
     if per_service_workers:
-        for queue in COMMAND_QUEUES:
-            commands[f"worker-{queue}"] = worker_command(python, (queue,), queue, max(1, concurrency // 2))
+        commands.update(_worker_per_queue(python, COMMAND_QUEUES, concurrency))
     else:
         commands["worker-commands"] = worker_command(python, COMMAND_QUEUES, "services", concurrency)
-    for alias in relay_aliases(service_urls):
-        commands[f"relay-{alias}"] = relay_command(python, alias)
+    commands.update(_relays(python, service_urls))
     commands["sweeper"] = choreography_sweeper_command(python)
     return commands
 
